@@ -1,0 +1,36 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch/torchvision first, pinned, so pip takes the local builds instead of downloading others.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Real images for the demo and benchmarks (Debian's Fashion-MNIST); the demo falls back to
+# scikit-learn's digits when the package cannot be installed.
+/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:
+	-apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)
+
+demo: install /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+	$(PY) benchmarks/demo.py
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+	$(PY) benchmarks/detection.py
+
+clean:
+	rm -rf $(VENV) runs demo-data .pytest_cache
