@@ -1,0 +1,97 @@
+"""Command line: parse, call the Python API, print. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .data import FORMATS
+from .errors import CuratorError
+
+
+class CuratorGroup(click.Group):
+    """Turns CuratorError into a one-line message and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CuratorError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=CuratorGroup)
+@click.version_option(__version__, prog_name="curator")
+def main() -> None:
+    """curator: find mislabeled, outlier and spurious examples in a labelled dataset."""
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory to create [runs/<dataset>-<timestamp>].")
+@click.option("--scorers", help="Comma-separated scorer names [all installed].")
+@click.option("--folds", type=int, help="Cross-fitting folds K [2].")
+@click.option("--epochs", type=int, help="Proxy training epochs [6].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Training device [auto].")
+@click.option("--seed", type=int, help="Random seed; same seed, same scores [0].")
+@click.option("--config", type=click.Path(path_type=Path), help="curator.toml with defaults and scorer options.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="Dataset layout.")
+@click.option("--label-column", default="label", show_default=True, help="Label column of a table or manifest.")
+@click.option("--image-size", default=64, show_default=True, help="Largest side images are resized to.")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+              help="Unreadable image files: skip them (listed in manifest.json) or stop.")
+@click.option("--loss", type=click.Choice(["ce", "elr"]), help="Proxy loss: cross-entropy or ELR [ce].")
+@click.option("--max-flag-rate", type=float, help="Never flag more than this fraction per issue [0.5].")
+@click.option("--strict", is_flag=True, help="A failing scorer stops the run instead of being left out.")
+@click.option("--quiet", is_flag=True, help="No progress messages or summary; print only the run path.")
+def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label_column, image_size, on_error,
+          loss, max_flag_rate, strict, quiet):
+    """Score every example of DATASET and write a run directory.
+
+    DATASET is an image folder (DATASET/<class>/<image>), a folder with manifest.csv|parquet
+    (path,label[,id,group,split,...]), a CSV/Parquet table with a label column, or an .npz with X and y.
+
+    Produces RUN/ with manifest.json, scores.parquet (one row per example: id, path, label, fold,
+    score_<scorer>..., is_mislabeled/is_outlier/is_spurious, *_score, suggested_label, reasons),
+    oof_probs.npy, classes.json, review_queue.csv and artifacts/. Prints the run path last.
+    """
+    from .scoring import score as run_score
+    from .summary import summarize
+
+    log = None if quiet else (lambda msg: click.echo(msg, err=True))
+    run = run_score(dataset, out=out, scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed,
+                    config=config, format=fmt, label_column=label_column, max_side=image_size, on_error=on_error,
+                    loss=loss, max_flag_rate=max_flag_rate, strict=strict, progress=not quiet, log=log)
+    if not quiet:
+        click.echo(summarize(run))
+        click.echo()
+    click.echo(str(run.path))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """List every installed scorer with its package, version, issue type and requirements."""
+    from .plugins import load_scorers
+
+    registry = load_scorers()
+    described = [entry.describe() for entry in registry.scorers.values()]
+    if as_json:
+        click.echo(json.dumps({"scorers": described, "load_errors": registry.load_errors}, indent=2))
+        return
+    for d in described:
+        click.echo(f"{d['name']:<24} {'/'.join(d['issue']):<12} requires {','.join(d['requires']):<24} "
+                   f"{d['package']} {d['version']}")
+        if d["description"]:
+            click.echo(f"{'':<24} {d['description']}")
+    for err in registry.load_errors:
+        click.echo(f"{err['plugin']:<24} FAILED TO LOAD ({err['package']}): {err['error']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""What a scorer receives: the recorded artifacts of one run, loaded lazily and memory-mapped.
+
+Shapes use N = examples, C = classes, E = epochs, D = embedding size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .engine.inputs import InputBank, Normalizer
+from .engine.models import ModelSpec, build_model
+
+
+class Dynamics:
+    """Per-epoch records of each example from the model that trained on it (in-sample).
+
+    logits:  (E, N, C) float32   probs: (E, N, C) float32 (softmax of logits)
+    p_label: (E, N) float32      probability of the given label
+    margin:  (E, N) float32      z_y - max_{k != y} z_k
+    correct: (E, N) bool         argmax == given label
+    loss:    (E, N) float32      cross-entropy
+    """
+
+    def __init__(self, artifacts: Path):
+        self._dir = artifacts
+
+    def _load(self, name: str) -> np.ndarray:
+        return np.load(self._dir / f"dynamics_{name}.npy", mmap_mode="r")
+
+    logits = cached_property(lambda self: self._load("logits"))
+    p_label = cached_property(lambda self: self._load("p_label"))
+    margin = cached_property(lambda self: self._load("margin"))
+    correct = cached_property(lambda self: self._load("correct"))
+    loss = cached_property(lambda self: self._load("loss"))
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return F.softmax(torch.from_numpy(np.asarray(self.logits)), dim=2).numpy()
+
+    @property
+    def n_epochs(self) -> int:
+        return self.p_label.shape[0]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved model state of fold ``fold`` after epoch ``epoch``; ``lr`` is the mean LR of that epoch."""
+
+    fold: int
+    epoch: int
+    lr: float
+    path: Path
+
+
+@dataclass
+class ScoreContext:
+    """Everything a scorer may read. Arrays are in example order (the rows of ``scores.parquet``).
+
+    labels:      (N,) int64 given labels        folds:      (N,) int64 held-out fold per example
+    trained_by:  (N,) int64 fold model whose training dynamics/checkpoints saw the example
+    oof_logits:  (N, C) float32 out-of-fold      oof_probs:  (N, C) float32
+    embeddings:  (N, D) float32 out-of-fold penultimate features
+    dynamics:    :class:`Dynamics`               checkpoints: list of :class:`Checkpoint`
+    options:     this scorer's table from the config (``[scorers.<name>]``)
+    """
+
+    artifacts: Path
+    labels: np.ndarray
+    classes: list[str]
+    ids: list[str]
+    inputs_array: np.ndarray
+    device: torch.device
+    seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    progress: Callable[..., Iterable] = lambda it, **kw: it
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def folds(self) -> np.ndarray:
+        return np.load(self.artifacts / "folds.npy")
+
+    @cached_property
+    def n_folds(self) -> int:
+        return int(self._model_info["train_config"]["folds"])
+
+    @cached_property
+    def trained_by(self) -> np.ndarray:
+        return (self.folds + 1) % self.n_folds
+
+    @cached_property
+    def oof_logits(self) -> np.ndarray:
+        return np.load(self.artifacts / "oof_logits.npy", mmap_mode="r")
+
+    @cached_property
+    def oof_probs(self) -> np.ndarray:
+        return F.softmax(torch.from_numpy(np.asarray(self.oof_logits)), dim=1).numpy()
+
+    @cached_property
+    def embeddings(self) -> np.ndarray:
+        return np.load(self.artifacts / "embeddings.npy", mmap_mode="r")
+
+    @cached_property
+    def dynamics(self) -> Dynamics:
+        return Dynamics(self.artifacts)
+
+    @cached_property
+    def checkpoints(self) -> list[Checkpoint]:
+        records = json.loads((self.artifacts / "checkpoints.json").read_text())
+        return [Checkpoint(r["fold"], r["epoch"], r["lr"], self.artifacts / r["file"]) for r in records]
+
+    @cached_property
+    def _model_info(self) -> dict:
+        return json.loads((self.artifacts / "model.json").read_text())
+
+    @cached_property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self._model_info["spec"])
+
+    def load_model(self, fold: int, epoch: int | None = None) -> torch.nn.Module:
+        """The fold-``fold`` proxy after ``epoch`` (default: the last), in eval mode on ``device``.
+
+        Its ``forward_features(x) -> (logits (B, C), h (B, D))`` exposes the penultimate layer;
+        ``model.head`` is the final linear layer.
+        """
+        chosen = [c for c in self.checkpoints if c.fold == fold and (epoch is None or c.epoch == epoch)]
+        if not chosen:
+            raise KeyError(f"no checkpoint for fold {fold} epoch {epoch}")
+        model = build_model(self.model_spec)
+        model.load_state_dict(torch.load(chosen[-1].path, map_location="cpu", weights_only=True))
+        return model.to(self.device).eval()
+
+    @cached_property
+    def _bank(self) -> InputBank:
+        n = self._model_info["normalizer"]
+        return InputBank(self.inputs_array, Normalizer(n["kind"], tuple(n["mean"]), tuple(n["std"])), self.device)
+
+    def inputs(self, index: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Normalised model inputs for example indices ``index`` (B,), as the proxies saw them, on ``device``."""
+        return self._bank.batch(torch.as_tensor(np.asarray(index), dtype=torch.long))
+
+    def knn(self, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """The shared kNN graph of L2-normalised out-of-fold embeddings, built once per run.
+
+        Returns (indices (N, k) int64, similarities (N, k) float32, inner products), self excluded.
+        """
+        from .engine.knn import knn_graph
+
+        return knn_graph(self.embeddings, k, self.artifacts, self.device)

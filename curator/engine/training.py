@@ -1,0 +1,226 @@
+"""Cross-fitted proxy training with a recorder of per-example training dynamics.
+
+K stratified folds; the model of fold k trains on the other folds. Every example therefore gets
+out-of-fold predictions from model ``fold`` and in-sample dynamics from model ``(fold + 1) % K``.
+All per-example records live in memory-mapped ``.npy`` files under ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import StratifiedKFold
+
+from ..atomic import write_json
+from ..errors import ConfigError
+from .inputs import InputBank, Normalizer
+from .models import ModelSpec, build_model
+
+LOSSES = ("ce", "elr")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Proxy-training settings. ``batch_size``/``lr`` of None pick device-appropriate defaults."""
+
+    folds: int = 2
+    epochs: int = 6
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    width: int = 16
+    loss: str = "ce"
+    elr_lambda: float = 3.0
+    elr_beta: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"--folds {self.folds}: need at least 2 folds for out-of-fold predictions")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs}: need at least 1 epoch")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size {self.batch_size}: must be positive")
+
+    def resolved(self, device: torch.device) -> "TrainConfig":
+        """Fill in batch size and a learning rate scaled linearly with it (0.1 per 256)."""
+        batch = self.batch_size or (512 if device.type == "cuda" else 128)
+        return TrainConfig(**{**asdict(self), "batch_size": batch, "lr": self.lr or 0.1 * batch / 256})
+
+
+@dataclass
+class TrainResult:
+    folds: np.ndarray                      # (N,) int, the fold each example is held out in
+    oof_logits: np.ndarray                 # (N, C) float32
+    embeddings: np.ndarray                 # (N, D) float32, out-of-fold penultimate features
+    checkpoints: list[dict]                # {"fold", "epoch", "lr", "file"}
+    spec: ModelSpec
+    normalizer: Normalizer
+    config: TrainConfig
+    fold_train_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(N,) fold index, stratified by label; classes smaller than k are spread round-robin."""
+    folds = np.empty(len(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    big = counts[labels] >= k
+    if big.any():
+        idx = np.flatnonzero(big)
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(idx)), labels[idx])):
+            folds[idx[test]] = fold
+    small = np.flatnonzero(~big)
+    folds[small] = rng.permutation(len(small)) % k
+    return folds
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine decay to 1% of the peak."""
+    warm = max(1, int(0.05 * total))
+    if step < warm:
+        return peak * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_classes: int, config: TrainConfig,
+                       device: torch.device, artifacts: Path,
+                       progress: Callable[..., object] | None = None) -> TrainResult:
+    """Train K fold proxies and record everything scorers need into ``artifacts/``.
+
+    inputs: (N, C, H, W) uint8 or (N, D) float32; labels: (N,) int64.
+    Writes dynamics_{logits,p_label,margin,correct,loss}.npy, oof_logits.npy, embeddings.npy,
+    checkpoints/*.pt, checkpoints.json and model.json.
+    """
+    started = time.perf_counter()
+    cfg = config.resolved(device)
+    n = len(labels)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "checkpoints").mkdir(exist_ok=True)
+    folds = assign_folds(labels, cfg.folds, cfg.seed)
+    trained_by = (folds + 1) % cfg.folds
+    normalizer = Normalizer.fit(inputs, kind)
+    spec = ModelSpec(kind="cnn" if kind == "image" else "mlp", input_shape=tuple(inputs.shape[1:]),
+                     n_classes=n_classes, width=cfg.width)
+    bank = InputBank(inputs, normalizer, device)
+    y_all = torch.from_numpy(labels).to(device)
+    use_bf16 = device.type == "cuda"
+
+    E, C = cfg.epochs, n_classes
+    dyn_logits = np.lib.format.open_memmap(artifacts / "dynamics_logits.npy", "w+", np.float32, (E, n, C))
+    oof_logits = np.zeros((n, C), np.float32)
+    embeddings = np.zeros((n, spec.embedding_dim), np.float32)
+    checkpoints, train_acc = [], []
+
+    for k in range(cfg.folds):
+        train_idx = np.flatnonzero(folds != k)
+        record = trained_by[train_idx] == k           # whose dynamics this model records
+        torch.manual_seed(cfg.seed * 1009 + k)
+        model = build_model(spec).to(device)
+        if spec.kind == "cnn" and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + k)
+        train_dev = torch.from_numpy(train_idx).to(device)
+        steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+        total_steps, step = steps_per_epoch * E, 0
+        target = torch.zeros(len(train_idx), C, device=device) if cfg.loss == "elr" else None
+        for epoch in range(E):
+            model.train()
+            order = torch.randperm(len(train_idx), generator=gen).to(device)
+            epoch_logits = torch.empty(len(train_idx), C, device=device)
+            correct = torch.zeros((), device=device)
+            lrs = []
+            batches = range(0, len(train_idx), cfg.batch_size)
+            if progress:
+                batches = progress(batches, desc=f"fold {k + 1}/{cfg.folds} epoch {epoch + 1}/{E}",
+                                   total=steps_per_epoch, unit="batch")
+            for start in batches:
+                pos = order[start:start + cfg.batch_size]
+                idx = train_dev[pos]
+                x = bank.batch(idx)
+                y = y_all[idx]
+                lr = _lr_at(step, total_steps, cfg.lr)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                lrs.append(lr)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(x)
+                logits = logits.float()
+                loss = F.cross_entropy(logits, y)
+                if target is not None:
+                    # ELR (Liu et al. 2020): pull predictions towards their early-learning targets.
+                    p = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
+                    with torch.no_grad():
+                        t = cfg.elr_beta * target[pos] + (1 - cfg.elr_beta) * (p / p.sum(1, keepdim=True))
+                        target[pos] = t
+                    loss = loss + cfg.elr_lambda * torch.log(1 - (t * p).sum(1)).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                epoch_logits[pos] = logits.detach()
+                correct += (logits.argmax(1) == y).sum()
+            # One device->host copy per epoch; rows in dataset order.
+            host = epoch_logits.cpu().numpy()
+            dyn_logits[epoch, train_idx[record]] = host[record]
+            path = artifacts / "checkpoints" / f"fold{k}-epoch{epoch}.pt"
+            torch.save({name: t.detach().cpu() for name, t in model.state_dict().items()}, path)
+            checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{path.name}"})
+        train_acc.append(float(correct.item()) / len(train_idx))
+
+        model.eval()
+        held = np.flatnonzero(folds == k)
+        with torch.no_grad():
+            for start in range(0, len(held), 4 * cfg.batch_size):
+                idx = torch.from_numpy(held[start:start + 4 * cfg.batch_size])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits, h = model.forward_features(bank.batch(idx))
+                oof_logits[idx.numpy()] = logits.float().cpu().numpy()
+                embeddings[idx.numpy()] = h.float().cpu().numpy()
+
+    dyn_logits.flush()
+    _write_dynamics_stats(np.load(artifacts / "dynamics_logits.npy", mmap_mode="r"), labels, artifacts)
+    np.save(artifacts / "oof_logits.npy", oof_logits)
+    np.save(artifacts / "embeddings.npy", embeddings)
+    np.save(artifacts / "folds.npy", folds)
+    write_json(artifacts / "checkpoints.json", checkpoints)
+    write_json(artifacts / "model.json", {"spec": spec.to_dict(), "normalizer": normalizer.to_dict(),
+                                          "train_config": asdict(cfg)})
+    return TrainResult(folds, oof_logits, embeddings, checkpoints, spec, normalizer, cfg, train_acc,
+                       time.perf_counter() - started)
+
+
+def _write_dynamics_stats(logits: np.ndarray, labels: np.ndarray, artifacts: Path, chunk: int = 65536) -> None:
+    """Per-epoch (E, N) views derived from the recorded logits: p_label, margin, correct, loss."""
+    E, n, _ = logits.shape
+    out = {name: np.lib.format.open_memmap(artifacts / f"dynamics_{name}.npy", "w+", dtype, (E, n))
+           for name, dtype in (("p_label", np.float32), ("margin", np.float32), ("correct", np.bool_),
+                               ("loss", np.float32))}
+    for start in range(0, n, chunk):
+        z = torch.from_numpy(np.array(logits[:, start:start + chunk]))       # (E, b, C)
+        y = torch.from_numpy(labels[start:start + chunk]).view(1, -1, 1).expand(E, -1, 1)
+        log_p = F.log_softmax(z, dim=2)
+        z_y = z.gather(2, y).squeeze(2)
+        others = z.scatter(2, y, float("-inf")).amax(2)
+        sl = slice(start, start + chunk)
+        out["p_label"][:, sl] = log_p.gather(2, y).squeeze(2).exp().numpy()
+        out["margin"][:, sl] = (z_y - others).numpy()
+        out["correct"][:, sl] = (z.argmax(2) == y.squeeze(2)).numpy()
+        out["loss"][:, sl] = (-log_p.gather(2, y).squeeze(2)).numpy()
+    for arr in out.values():
+        arr.flush()

@@ -1,0 +1,138 @@
+"""Scores -> issues: combined per-issue scores (0..1, higher = worse), flags, suggested labels, reasons.
+
+- mislabeled: mean percentile rank of the mislabel scorers; how many to flag is estimated from the
+  out-of-fold probabilities as the off-diagonal mass of the calibrated confident joint
+  (Northcutt et al. 2021), capped by ``max_flag_rate``.
+- outlier: mean robust z-score of the outlier scorers; flagged above ``outlier_z`` (3.5, the
+  Iglewicz-Hoaglin cut-off), capped by ``max_flag_rate``.
+- spurious: the bias-conflicting minority: held-out prediction wrong, not flagged as mislabeled,
+  while the held-out model gets the class right at least ``easy_class_accuracy`` of the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FlagConfig:
+    max_flag_rate: float = 0.5
+    outlier_z: float = 3.5
+    easy_class_accuracy: float = 0.85
+    reason_percentile: float = 90.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_flag_rate <= 1.0:
+            raise ConfigError(f"--max-flag-rate {self.max_flag_rate}: must be in (0, 1]")
+
+
+def percentile_rank(values: np.ndarray) -> np.ndarray:
+    """(N,) -> (N,) in (0, 1]: the fraction of examples scoring at most this one (ties averaged)."""
+    return (pd.Series(values).rank(method="average").to_numpy() / len(values)).astype(np.float32)
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    med = np.median(values)
+    mad = np.median(np.abs(values - med)) * 1.4826
+    if mad <= 0:
+        mad = values.std() or 1.0
+    return ((values - med) / mad).astype(np.float32)
+
+
+def confident_joint_error_count(oof_probs: np.ndarray, labels: np.ndarray) -> int:
+    """Estimated number of label errors: off-diagonal mass of the calibrated confident joint.
+
+    oof_probs: (N, C), labels: (N,). Per-class threshold t_j = mean p_j over examples labelled j;
+    an example is counted at (y, argmax_{j: p_j >= t_j} p_j); rows are calibrated to class counts.
+    """
+    n, c = oof_probs.shape
+    counts = np.bincount(labels, minlength=c).astype(np.float64)
+    thresholds = np.array([oof_probs[labels == j, j].mean() if counts[j] else 1.0 for j in range(c)])
+    above = oof_probs >= thresholds[None, :] - 1e-6
+    masked = np.where(above, oof_probs, -1.0)
+    confident = above.any(axis=1)
+    guess = masked.argmax(axis=1)
+    joint = np.zeros((c, c))
+    np.add.at(joint, (labels[confident], guess[confident]), 1.0)
+    row_sums = joint.sum(axis=1, keepdims=True)
+    calibrated = np.divide(joint, row_sums, out=np.zeros_like(joint), where=row_sums > 0) * counts[:, None]
+    return int(round(calibrated.sum() - np.trace(calibrated)))
+
+
+def _reasons(percentiles: dict[str, np.ndarray], rows: np.ndarray, cut: float) -> list[str]:
+    out = []
+    for i in rows:
+        fired = sorted(((name, p[i]) for name, p in percentiles.items() if p[i] * 100 >= cut), key=lambda t: -t[1])
+        out.append(", ".join(f"{name} p{int(p * 100)}" for name, p in fired))
+    return out
+
+
+def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof_probs: np.ndarray,
+         labels: np.ndarray, classes: list[str], config: FlagConfig = FlagConfig()) -> pd.DataFrame:
+    """Combine scorer columns into per-issue scores and flags.
+
+    columns: main scorer column name -> (N,) score, higher = worse
+    issues:  main scorer column name -> issue types it informs
+    Returns a frame of N rows: is_mislabeled, is_outlier, is_spurious, mislabeled_score,
+    outlier_score, spurious_score, suggested_label, reasons.
+    """
+    n = len(labels)
+    cap = int(np.floor(config.max_flag_rate * n))
+    by_issue = {kind: [name for name, kinds in issues.items() if kind in kinds] for kind in ("mislabeled", "outlier")}
+    percentiles = {name: percentile_rank(values) for name, values in columns.items()}
+    predicted = oof_probs.argmax(axis=1)
+
+    # Mislabeled.
+    mis_names = by_issue["mislabeled"]
+    if mis_names:
+        mis_score = np.mean([percentiles[m] for m in mis_names], axis=0)
+    else:
+        mis_score = percentile_rank(1.0 - oof_probs[np.arange(n), labels])
+    n_errors = min(confident_joint_error_count(oof_probs, labels), cap)
+    is_mis = np.zeros(n, bool)
+    is_mis[np.argsort(-mis_score, kind="stable")[:n_errors]] = True
+
+    # Outlier.
+    out_names = by_issue["outlier"]
+    is_out = np.zeros(n, bool)
+    out_score = np.zeros(n, np.float32)
+    if out_names:
+        z = np.mean([robust_z(columns[m]) for m in out_names], axis=0)
+        out_score = percentile_rank(z)
+        candidates = np.flatnonzero(z > config.outlier_z)
+        is_out[candidates[np.argsort(-z[candidates])][:cap]] = True
+
+    # Spurious: bias-conflicting examples of otherwise easy classes.
+    p_label = oof_probs[np.arange(n), labels]
+    class_acc = np.array([(predicted[labels == j] == j).mean() if (labels == j).any() else 0.0
+                          for j in range(len(classes))])
+    easy = class_acc[labels] >= config.easy_class_accuracy
+    spur_score = ((1.0 - p_label) * class_acc[labels]).astype(np.float32)
+    is_spur = (predicted != labels) & easy & ~is_mis
+
+    # Suggested label: the most likely other class where the label is doubted.
+    others = oof_probs.copy()
+    others[np.arange(n), labels] = -1.0
+    suggested = np.where(is_mis, others.argmax(axis=1), labels)
+
+    reasons = [""] * n
+    for kind, names, mask in (("mislabeled", mis_names, is_mis), ("outlier", out_names, is_out)):
+        rows = np.flatnonzero(mask)
+        texts = _reasons({m: percentiles[m] for m in names}, rows, config.reason_percentile)
+        for i, text in zip(rows, texts):
+            tag = f"{kind}: {text or 'combined score'}"
+            reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
+    for i in np.flatnonzero(is_spur):
+        tag = f"spurious: held-out predicts {classes[predicted[i]]!s} in a class it gets {class_acc[labels[i]]:.0%} right"
+        reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
+
+    return pd.DataFrame({
+        "is_mislabeled": is_mis, "is_outlier": is_out, "is_spurious": is_spur,
+        "mislabeled_score": mis_score.astype(np.float32), "outlier_score": out_score,
+        "spurious_score": spur_score, "suggested_label": [classes[j] for j in suggested], "reasons": reasons,
+    })

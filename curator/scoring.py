@@ -1,0 +1,179 @@
+"""``curator.score``: dataset -> cross-fitted proxies -> scorers -> flags -> run directory."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__, store
+from .atomic import write_csv, write_json, write_npy, write_parquet
+from .config import load_config
+from .context import ScoreContext
+from .data import Examples, load_dataset
+from .device import select_device
+from .engine.training import TrainConfig, train_cross_fitted
+from .errors import ConfigError, PluginError
+from .flags import FlagConfig, flag
+from .plugins import RegisteredScorer, ScorerRegistry, load_scorers
+from .progress import progress_bar
+
+
+def _select(registry: ScorerRegistry, names: Sequence[str] | str | None) -> list[RegisteredScorer]:
+    if names is None or names == "all":
+        return list(registry.scorers.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ConfigError(f"--scorers {unknown[0]!r}: unknown scorer (available: {', '.join(registry.names()) or 'none'})")
+    return [registry[n] for n in names]
+
+
+def _run_scorer(entry: RegisteredScorer, ctx: ScoreContext) -> dict[str, np.ndarray]:
+    """Call one scorer and return its validated columns, normalised to higher = worse."""
+    scorer = entry.scorer
+    result = scorer.score(ctx)
+    columns = {scorer.name: result} if not isinstance(result, dict) else dict(result)
+    if scorer.name not in columns:
+        raise PluginError(f"scorer {scorer.name!r} returned no column named {scorer.name!r}")
+    out = {}
+    for name, values in columns.items():
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (ctx.n_examples,):
+            raise PluginError(f"scorer {scorer.name!r}: column {name!r} has shape {values.shape}, expected ({ctx.n_examples},)")
+        if not np.isfinite(values).all():
+            raise PluginError(f"scorer {scorer.name!r}: column {name!r} has {int((~np.isfinite(values)).sum())} NaN/inf values")
+        out[name] = -values if scorer.direction == "lower" else values
+    main = {scorer.name: out.pop(scorer.name)}
+    return {**main, **out}
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
+          scorers: Sequence[str] | str | None = None, folds: int | None = None, epochs: int | None = None,
+          device: str | None = None, seed: int | None = None, config: str | Path | None = None,
+          format: str = "auto", label_column: str = "label", max_side: int = 64, on_error: str = "skip",
+          loss: str | None = None, max_flag_rate: float | None = None, strict: bool = False,
+          plugins: Iterable[object] = (), progress: bool = True, log=None) -> store.Run:
+    """Score every example of ``dataset`` and write a run directory; returns the finished :class:`Run`.
+
+    Explicit arguments override ``config`` (a ``curator.toml``), which overrides the defaults.
+    ``plugins`` are extra plugin objects registered for this call only.
+    """
+    timings: dict[str, dict] = {}
+    say = log or (lambda msg: None)
+    file_cfg = load_config(config)
+    opts = dict(file_cfg.get("score", {}))
+    train_opts = dict(file_cfg.get("train", {}))
+    for key, value in (("folds", folds), ("epochs", epochs), ("seed", seed), ("loss", loss)):
+        if value is not None:
+            train_opts[key] = value
+        elif key in opts:
+            train_opts[key] = opts[key]
+    try:
+        train_config = TrainConfig(**train_opts)
+    except TypeError as exc:
+        raise ConfigError(f"[train] in {config}: {exc}") from exc
+    flag_opts = dict(file_cfg.get("flags", {}))
+    if max_flag_rate is not None:
+        flag_opts["max_flag_rate"] = max_flag_rate
+    flag_config = FlagConfig(**flag_opts)
+    scorer_options = file_cfg.get("scorers", {})
+    device_t = select_device(device or opts.get("device", "auto"))
+
+    registry = load_scorers(plugins)
+    selected = _select(registry, scorers if scorers is not None else opts.get("scorers"))
+
+    t0 = time.perf_counter()
+    examples = dataset if isinstance(dataset, Examples) else load_dataset(
+        dataset, format=format, label_column=label_column, max_side=max_side, on_error=on_error)
+    timings["load"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+    say(f"{len(examples)} examples, {examples.n_classes} classes, inputs {tuple(examples.inputs.shape[1:])}, device {device_t}")
+
+    out = Path(out) if out is not None else default_out(examples.name)
+    staging = store.prepare(out)
+    try:
+        bar = (lambda it, **kw: progress_bar(it, **kw)) if progress else None
+        t0 = time.perf_counter()
+        trained = train_cross_fitted(examples.inputs, examples.labels, examples.kind, examples.n_classes,
+                                     train_config, device_t, staging / "artifacts", progress=bar)
+        timings["train"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+        oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
+
+        columns: dict[str, np.ndarray] = {}
+        scorer_log: dict[str, dict] = {}
+        t0 = time.perf_counter()
+        for entry in selected:
+            name = entry.scorer.name
+            ctx = ScoreContext(artifacts=staging / "artifacts", labels=examples.labels, classes=examples.classes,
+                               ids=examples.ids, inputs_array=examples.inputs, device=device_t,
+                               seed=trained.config.seed, options=scorer_options.get(name, {}),
+                               progress=(bar or (lambda it, **kw: it)))
+            started = time.perf_counter()
+            say(f"scorer {name} ...")
+            try:
+                result = _run_scorer(entry, ctx)
+            except Exception as exc:
+                if strict:
+                    raise PluginError(f"scorer {name!r} failed: {type(exc).__name__}: {exc}") from exc
+                scorer_log[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                    "traceback": traceback.format_exc(limit=5), **entry.describe()}
+                say(f"scorer {name} failed and is left out: {type(exc).__name__}: {exc}")
+                continue
+            columns.update({f"score_{col}": values for col, values in result.items()})
+            scorer_log[name] = {"status": "done", "seconds": round(time.perf_counter() - started, 3),
+                                "columns": [f"score_{c}" for c in result], **entry.describe()}
+        timings["score"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+
+        t0 = time.perf_counter()
+        main = {f"score_{e.scorer.name}": e.scorer.issue for e in selected if scorer_log[e.scorer.name]["status"] == "done"}
+        flags = flag({c: columns[c] for c in main}, main, oof_probs, examples.labels, examples.classes, flag_config)
+        timings["flag"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+
+        scores = pd.DataFrame({
+            "id": examples.ids, "path": examples.paths,
+            "label": [examples.classes[j] for j in examples.labels], "fold": trained.folds.astype(np.int16)})
+        scores = pd.concat([scores, pd.DataFrame(columns), flags], axis=1)
+        write_parquet(staging / "scores.parquet", scores)
+        write_npy(staging / "oof_probs.npy", oof_probs)
+        write_json(staging / "classes.json", examples.classes)
+        write_csv(staging / "review_queue.csv", store.review_queue(scores))
+        oof_acc = float((oof_probs.argmax(1) == examples.labels).mean())
+        write_json(staging / "manifest.json", {
+            "curator_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {"path": str(examples.root), "name": examples.name, "kind": examples.kind,
+                        "fingerprint": examples.fingerprint, "n_examples": len(examples),
+                        "n_classes": examples.n_classes, "input_shape": list(examples.inputs.shape[1:]),
+                        "skipped_files": examples.skipped},
+            "config": {"train": {**trained.config.__dict__}, "flags": flag_config.__dict__,
+                       "scorers": [e.scorer.name for e in selected], "scorer_options": scorer_options,
+                       "config_file": str(config) if config else None},
+            "seed": trained.config.seed,
+            "device": {"type": device_t.type, "name": torch.cuda.get_device_name(device_t) if device_t.type == "cuda" else platform.processor() or platform.machine()},
+            "proxy": {"model": trained.spec.to_dict(), "oof_accuracy": round(oof_acc, 4),
+                      "train_accuracy_last_epoch": [round(a, 4) for a in trained.fold_train_accuracy]},
+            "stages": timings,
+            "scorers": scorer_log,
+            "plugin_load_errors": registry.load_errors,
+            "flag_counts": {k: int(flags[f"is_{k}"].sum()) for k in ("mislabeled", "outlier", "spurious")},
+            "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+                         "pandas": pd.__version__},
+        })
+        store.publish(staging, out)
+    except BaseException:
+        store.discard(staging)
+        raise
+    return store.Run(out)
