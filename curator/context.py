@@ -43,7 +43,7 @@ class Dynamics:
 
     @cached_property
     def probs(self) -> np.ndarray:
-        return F.softmax(torch.from_numpy(np.asarray(self.logits)), dim=2).numpy()
+        return F.softmax(torch.from_numpy(np.array(self.logits)), dim=2).numpy()
 
     @property
     def n_epochs(self) -> int:
@@ -108,7 +108,7 @@ class ScoreContext:
 
     @cached_property
     def oof_probs(self) -> np.ndarray:
-        return F.softmax(torch.from_numpy(np.asarray(self.oof_logits)), dim=1).numpy()
+        return F.softmax(torch.from_numpy(np.array(self.oof_logits)), dim=1).numpy()
 
     @cached_property
     def embeddings(self) -> np.ndarray:

@@ -35,3 +35,21 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, class
         Image.fromarray(img).save(root / rel)
         paths.append(rel)
     return paths
+
+
+def photo_patches(n: int, side: int, seed: int) -> np.ndarray:
+    """``n`` grey ``side``x``side`` patches cut from scikit-learn's bundled photographs: real images
+    that are out of distribution for digits or clothing."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = [np.asarray(Image.fromarray(img).convert("L")) for img in load_sample_images().images]
+    out = np.empty((n, side, side), np.uint8)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        crop = int(rng.integers(side * 4, side * 12))
+        top = int(rng.integers(0, photo.shape[0] - crop))
+        left = int(rng.integers(0, photo.shape[1] - crop))
+        patch = Image.fromarray(photo[top:top + crop, left:left + crop]).resize((side, side), Image.BILINEAR)
+        out[i] = np.asarray(patch)
+    return out
