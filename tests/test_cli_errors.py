@@ -1,0 +1,71 @@
+"""Bad input: a one-line error naming the problem, a non-zero exit, and no run directory left behind."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+from PIL import Image
+
+from curator.cli import main
+
+
+def _score(tmp_path, dataset, *extra):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["score", str(dataset), "--out", str(out), "--quiet", *extra])
+    return result, out
+
+
+def _assert_clean_failure(result, out, *needles):
+    assert result.exit_code != 0
+    message = result.output.strip()
+    assert message.startswith("Error:") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_missing_dataset_path(tmp_path):
+    result, out = _score(tmp_path, tmp_path / "nope")
+    _assert_clean_failure(result, out, "nope", "does not exist")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result, out = _score(tmp_path, tmp_path / "empty")
+    _assert_clean_failure(result, out, "empty")
+
+
+def test_folder_with_one_class(tmp_path):
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8, 8), i * 40).save(tmp_path / "data" / "cat" / f"{i}.png")
+    result, out = _score(tmp_path, tmp_path / "data")
+    _assert_clean_failure(result, out, "only one class", "'cat'")
+
+
+def test_unknown_scorer_name(tmp_path, noisy_digits):
+    root, _ = noisy_digits
+    result, out = _score(tmp_path, root, "--scorers", "nonsense")
+    _assert_clean_failure(result, out, "--scorers", "nonsense")
+
+
+def test_bad_folds_option(tmp_path, noisy_digits):
+    root, _ = noisy_digits
+    result, out = _score(tmp_path, root, "--folds", "1")
+    _assert_clean_failure(result, out, "--folds")
+
+
+def test_existing_out_directory_is_refused_and_untouched(tmp_path, noisy_digits):
+    root, _ = noisy_digits
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["score", str(root), "--out", str(out), "--quiet"])
+    assert result.exit_code != 0 and "already exists" in result.output
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_help_says_what_is_produced_where():
+    result = CliRunner().invoke(main, ["score", "--help"])
+    assert result.exit_code == 0
+    for needle in ("scores.parquet", "manifest.json", "review_queue.csv", "--out"):
+        assert needle in result.output
