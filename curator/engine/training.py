@@ -52,10 +52,11 @@ class TrainConfig:
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size {self.batch_size}: must be positive")
 
-    def resolved(self, device: torch.device) -> "TrainConfig":
-        """Fill in batch size and a learning rate scaled linearly with it (0.1 per 256)."""
-        batch = self.batch_size or (512 if device.type == "cuda" else 128)
-        return TrainConfig(**{**asdict(self), "batch_size": batch, "lr": self.lr or 0.1 * batch / 256})
+    def resolved(self, device: torch.device, n_train: int) -> "TrainConfig":
+        """Fill in the batch size (512 on GPU, 128 on CPU, smaller for small datasets so that each epoch
+        still has about 30 steps) and a learning rate scaled linearly with batches above 128."""
+        batch = self.batch_size or min(512 if device.type == "cuda" else 128, max(32, n_train // 30))
+        return TrainConfig(**{**asdict(self), "batch_size": batch, "lr": self.lr or 0.1 * max(batch, 128) / 256})
 
 
 @dataclass
@@ -106,8 +107,8 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     checkpoints/*.pt, checkpoints.json and model.json.
     """
     started = time.perf_counter()
-    cfg = config.resolved(device)
     n = len(labels)
+    cfg = config.resolved(device, n_train=n * (config.folds - 1) // config.folds)
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "checkpoints").mkdir(exist_ok=True)
     folds = assign_folds(labels, cfg.folds, cfg.seed)
@@ -116,7 +117,7 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     spec = ModelSpec(kind="cnn" if kind == "image" else "mlp", input_shape=tuple(inputs.shape[1:]),
                      n_classes=n_classes, width=cfg.width)
     bank = InputBank(inputs, normalizer, device)
-    y_all = torch.from_numpy(labels).to(device)
+    y_all = torch.as_tensor(np.array(labels, dtype=np.int64), device=device)
     use_bf16 = device.type == "cuda"
 
     E, C = cfg.epochs, n_classes
