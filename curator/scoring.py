@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import resource
 import sys
 import time
 import traceback
@@ -57,6 +58,16 @@ def _run_scorer(entry: RegisteredScorer, ctx: ScoreContext) -> dict[str, np.ndar
     return {**main, **out}
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def _done(started: float) -> dict:
+    return {"status": "done", "seconds": round(time.perf_counter() - started, 3), "peak_rss_mb": _peak_rss_mb()}
+
+
 def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -99,7 +110,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     t0 = time.perf_counter()
     examples = dataset if isinstance(dataset, Examples) else load_dataset(
         dataset, format=format, label_column=label_column, max_side=max_side, on_error=on_error)
-    timings["load"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+    timings["load"] = _done(t0)
     say(f"{len(examples)} examples, {examples.n_classes} classes, inputs {tuple(examples.inputs.shape[1:])}, device {device_t}")
 
     out = Path(out) if out is not None else default_out(examples.name)
@@ -109,7 +120,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
         t0 = time.perf_counter()
         trained = train_cross_fitted(examples.inputs, examples.labels, examples.kind, examples.n_classes,
                                      train_config, device_t, staging / "artifacts", progress=bar)
-        timings["train"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+        timings["train"] = _done(t0)
         oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
 
         columns: dict[str, np.ndarray] = {}
@@ -133,14 +144,13 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
                 say(f"scorer {name} failed and is left out: {type(exc).__name__}: {exc}")
                 continue
             columns.update({f"score_{col}": values for col, values in result.items()})
-            scorer_log[name] = {"status": "done", "seconds": round(time.perf_counter() - started, 3),
-                                "columns": [f"score_{c}" for c in result], **entry.describe()}
-        timings["score"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+            scorer_log[name] = {**_done(started), "columns": [f"score_{c}" for c in result], **entry.describe()}
+        timings["score"] = _done(t0)
 
         t0 = time.perf_counter()
         main = {f"score_{e.scorer.name}": e.scorer.issue for e in selected if scorer_log[e.scorer.name]["status"] == "done"}
         flags = flag({c: columns[c] for c in main}, main, oof_probs, examples.labels, examples.classes, flag_config)
-        timings["flag"] = {"status": "done", "seconds": round(time.perf_counter() - t0, 3)}
+        timings["flag"] = _done(t0)
 
         scores = pd.DataFrame({
             "id": examples.ids, "path": examples.paths,
