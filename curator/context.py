@@ -156,8 +156,10 @@ class ScoreContext:
     def knn(self, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """The shared kNN graph of L2-normalised out-of-fold embeddings, built once per run.
 
-        Returns (indices (N, k) int64, similarities (N, k) float32, inner products), self excluded.
+        Neighbours are searched within the example's own fold (one network embedded that fold), self
+        excluded, most similar first. Returns (indices (N, k') int64, cosine similarities (N, k')
+        float32) with k' = min(k, smallest fold size - 1).
         """
         from .engine.knn import knn_graph
 
-        return knn_graph(self.embeddings, k, self.artifacts, self.device)
+        return knn_graph(self.embeddings, k, self.artifacts, self.device, groups=self.folds)

@@ -9,46 +9,74 @@ import torch
 
 from ..atomic import write_npy
 
+# FAISS GPU brute-force selection handles k <= 1024 in every release (2048 in recent ones).
+_GPU_MAX_K = 1024
 
-def _faiss_index(dim: int, device: torch.device):
+
+def _flat_ip_index(dim: int, device: torch.device, k: int):
+    """(exact inner-product index, GPU resources or None): on the GPU when FAISS was built with GPU
+    support and ``device`` is CUDA, else on the CPU. The caller keeps the resources alive while the
+    index is in use."""
     import faiss
 
     index = faiss.IndexFlatIP(dim)
-    if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), device.index or 0, index)
-    return index
+    if (device.type == "cuda" and k <= _GPU_MAX_K and hasattr(faiss, "StandardGpuResources")
+            and faiss.get_num_gpus() > 0):
+        resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(resources, device.index or 0, index), resources
+    return index, None
+
+
+def _search_without_self(x: np.ndarray, k: int, device: torch.device, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest others of every row of ``x`` (M, D) among the rows of ``x``: (M, k) local indices, sims."""
+    m = len(x)
+    index, resources = _flat_ip_index(x.shape[1], device, k + 1)
+    index.add(x)
+    indices = np.empty((m, k), np.int64)
+    sims = np.empty((m, k), np.float32)
+    for start in range(0, m, batch):
+        s, i = index.search(x[start:start + batch], k + 1)
+        rows = np.arange(start, start + len(s))[:, None]
+        # Self need not come first (exact duplicates tie with it) nor at all (more than k duplicates):
+        # drop it where it appears, else drop the farthest of the k + 1.
+        keep = i != rows
+        keep[keep.all(axis=1), -1] = False
+        indices[start:start + len(s)] = i[keep].reshape(len(s), k)
+        sims[start:start + len(s)] = s[keep].reshape(len(s), k)
+    del index, resources  # the GPU index goes before the resources it runs on
+    return indices, sims
 
 
 def knn_graph(embeddings: np.ndarray, k: int, artifacts: Path, device: torch.device,
-              batch: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (N, k) int64, cosine similarities (N, k) float32) of each example's k nearest others.
+              groups: np.ndarray | None = None, batch: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (N, k') int64, cosine similarities (N, k') float32) of each example's k' nearest others,
+    most similar first, k' = min(k, smallest group size - 1).
 
-    Queries k + 1 neighbours and drops the example itself. Stored as ``artifacts/knn_*.npy``; a
-    stored graph with at least k neighbours is reused.
+    embeddings: (N, D) float. groups: (N,) int or None; when given, neighbours are searched only
+    within an example's own group. Curator passes the folds: out-of-fold embeddings of different folds
+    come from different networks, so similarities across folds compare unrelated feature spaces.
+    Queries k' + 1 neighbours and drops the example itself. Stored as ``artifacts/knn_*.npy``; a stored
+    graph with N rows and at least k' neighbours is reused.
     """
+    n = len(embeddings)
+    groups = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    k_eff = min(int(k), min((len(m) for m in members), default=0) - 1)
+    if k_eff < 1:
+        raise ValueError(f"kNN graph with k={k}: every group needs at least 2 examples")
     ind_path, sim_path = artifacts / "knn_indices.npy", artifacts / "knn_similarities.npy"
     if ind_path.exists() and sim_path.exists():
         ind = np.load(ind_path, mmap_mode="r")
-        if ind.shape[1] >= k:
-            return ind[:, :k], np.load(sim_path, mmap_mode="r")[:, :k]
+        if ind.shape[0] == n and ind.shape[1] >= k_eff:
+            return ind[:, :k_eff], np.load(sim_path, mmap_mode="r")[:, :k_eff]
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n = len(x)
-    k_eff = min(k, n - 1)
-    index = _faiss_index(x.shape[1], device)
-    index.add(x)
     indices = np.empty((n, k_eff), np.int64)
     sims = np.empty((n, k_eff), np.float32)
-    for start in range(0, n, batch):
-        q = x[start:start + batch]
-        s, i = index.search(q, k_eff + 1)
-        rows = np.arange(start, start + len(q))[:, None]
-        # Drop self wherever it appears (ties can put a duplicate first); else drop the last column.
-        is_self = i == rows
-        keep = ~is_self
-        keep[~is_self.any(1), -1] = False
-        indices[start:start + len(q)] = i[keep].reshape(len(q), k_eff)
-        sims[start:start + len(q)] = s[keep].reshape(len(q), k_eff)
+    for rows in members:
+        local, s = _search_without_self(np.ascontiguousarray(x[rows]), k_eff, device, batch)
+        indices[rows] = rows[local]
+        sims[rows] = s
     write_npy(ind_path, indices)
     write_npy(sim_path, sims)
     return indices, sims
