@@ -1,0 +1,103 @@
+"""self_influence: TracIn-CP self-influence (Pruthi et al. 2020).
+
+score(x) = sum over the saved checkpoints i of the model that trained on x (fold ``trained_by[x]``,
+every epoch) of lr_i * ||grad_w loss(w_i, x)||^2, with softmax cross-entropy on the given label.
+An example the model has to bend itself to fit (a flipped label, a freak) keeps a large gradient for
+longer, so high = suspicious; mainly a mislabel signal.
+
+Modes (``[scorers.self_influence] mode``):
+- ``"last_layer"`` (default): gradient of the final linear layer (weights and bias), in closed form.
+  With p = softmax(z) and h the penultimate features, grad = (p - e_y) outer [h, 1], so
+  ||grad||^2 = ||p - e_y||^2 * (||h||^2 + 1): exact, one eval-mode forward pass per checkpoint.
+- ``"all"``: every trainable parameter, from per-sample gradients (``torch.func`` vmap of grad),
+  computed in chunks so memory stays bounded. Far slower: a backward pass per example per checkpoint,
+  about 20x the last-layer time on CPU; meant for small models and datasets.
+
+Other option: ``batch_size`` (default 2048), examples per forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+import curator
+
+MODES = ("last_layer", "all")
+# Per-sample gradients held at once in ``all`` mode: chunk * n_parameters float32 stays under this.
+GRAD_BUDGET_BYTES = 256 * 2**20
+
+
+def last_layer_sq_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||grad of cross-entropy w.r.t. (head.weight, head.bias)||^2 per example, (B,) float32.
+
+    x: (B, ...) normalised inputs, y: (B,) int64 labels, on the model's device.
+    """
+    with torch.no_grad():
+        if x.dim() == 4:
+            # Channels-last convolutions are markedly faster, on CPU (about 1.7x here) as on GPU.
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        logits, h = model.forward_features(x)
+        residual = F.softmax(logits.float(), dim=1)
+        residual[torch.arange(len(y), device=y.device), y] -= 1.0           # p - e_y
+        return residual.pow(2).sum(1) * (h.float().pow(2).sum(1) + 1.0)
+
+
+def full_sq_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """||grad of cross-entropy w.r.t. every trainable parameter||^2 per example, (B,) float32.
+
+    Parameters with ``requires_grad=False`` are held fixed and left out of the norm. The model
+    should be in eval mode (batch norm uses its running statistics, so examples stay independent).
+    """
+    trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    fixed = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    fixed.update(dict(model.named_buffers()))
+    if chunk is None:
+        n_params = sum(p.numel() for p in trainable.values())
+        chunk = max(1, GRAD_BUDGET_BYTES // (4 * max(1, n_params)))
+
+    def loss(params, xi, yi):
+        logits = functional_call(model, (params, fixed), (xi.unsqueeze(0),))
+        return F.cross_entropy(logits.float(), yi.unsqueeze(0))
+
+    def sq_norm(xi, yi):
+        return sum(g.pow(2).sum() for g in grad(loss)(trainable, xi, yi).values())
+
+    per_example = vmap(sq_norm)
+    return torch.cat([per_example(x[s:s + chunk], y[s:s + chunk]) for s in range(0, len(x), chunk)])
+
+
+def score_self_influence(ctx: curator.ScoreContext) -> np.ndarray:
+    mode = ctx.options.get("mode", "last_layer")
+    if mode not in MODES:
+        raise curator.ConfigError(f"[scorers.self_influence] mode = {mode!r}: expected one of "
+                                  f"{', '.join(repr(m) for m in MODES)}")
+    batch_size = ctx.options.get("batch_size", 2048)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise curator.ConfigError(f"[scorers.self_influence] batch_size = {batch_size!r}: must be a positive integer")
+    sq_norms = last_layer_sq_norms if mode == "last_layer" else full_sq_norms
+
+    score = np.zeros(ctx.n_examples, np.float64)
+    labels = torch.as_tensor(ctx.labels, dtype=torch.long)
+    checkpoints = ctx.checkpoints
+    for ckpt in ctx.progress(checkpoints, desc=f"self_influence ({mode})", total=len(checkpoints), unit="checkpoint"):
+        model = ctx.load_model(ckpt.fold, ckpt.epoch)
+        seen = np.flatnonzero(ctx.trained_by == ckpt.fold)               # in-sample: this model trained on them
+        for start in range(0, len(seen), batch_size):
+            index = seen[start:start + batch_size]
+            norms = sq_norms(model, ctx.inputs(index), labels[index].to(ctx.device))
+            score[index] += ckpt.lr * norms.double().cpu().numpy()
+    return score.astype(np.float32)
+
+
+@curator.hookimpl
+def register_scorers(register):
+    register(curator.Scorer(
+        name="self_influence",
+        issue=("mislabeled",),
+        requires=("checkpoints", "model", "inputs"),
+        score=score_self_influence,
+        description="TracIn-CP self-influence: sum over checkpoints of lr * ||loss gradient||^2 (last layer or all)",
+    ))
