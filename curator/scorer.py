@@ -35,6 +35,8 @@ class Scorer:
     direction: ``"higher"`` if a larger raw value is more suspicious, ``"lower"`` if a smaller one is;
                curator negates ``"lower"`` columns, so every ``score_*`` column reads higher = worse
     description: one line for ``curator plugins``
+    extra_issues: issue types informed by extra columns, by column name (without ``score_``);
+               extra columns not named here are reported but do not feed the flags
     """
 
     name: str
@@ -43,7 +45,7 @@ class Scorer:
     score: Callable[["ScoreContext"], ScoreResult]
     direction: str = "higher"
     description: str = ""
-    options: Mapping[str, object] = field(default_factory=dict)
+    extra_issues: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         issue = (self.issue,) if isinstance(self.issue, str) else tuple(self.issue)
@@ -52,7 +54,7 @@ class Scorer:
         object.__setattr__(self, "requires", requires)
         if not NAME_PATTERN.match(self.name):
             raise PluginError(f"scorer name {self.name!r}: use lower_snake_case, 1-48 characters")
-        for value in issue:
+        for value in issue + tuple(v for kinds in self.extra_issues.values() for v in kinds):
             if value not in ISSUES:
                 raise PluginError(f"scorer {self.name!r}: issue {value!r} is not one of {', '.join(ISSUES)}")
         for value in requires:
@@ -62,3 +64,7 @@ class Scorer:
             raise PluginError(f"scorer {self.name!r}: direction {self.direction!r} is not 'higher' or 'lower'")
         if not callable(self.score):
             raise PluginError(f"scorer {self.name!r}: score must be callable")
+
+    def column_issues(self) -> dict[str, tuple[str, ...]]:
+        """Issue types per column name (main column first) that feed the flags."""
+        return {self.name: self.issue, **{col: tuple(kinds) for col, kinds in self.extra_issues.items()}}

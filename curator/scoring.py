@@ -148,8 +148,10 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
         timings["score"] = _done(t0)
 
         t0 = time.perf_counter()
-        main = {f"score_{e.scorer.name}": e.scorer.issue for e in selected if scorer_log[e.scorer.name]["status"] == "done"}
-        flags = flag({c: columns[c] for c in main}, main, oof_probs, examples.labels, examples.classes, flag_config)
+        informing = {f"score_{col}": kinds for e in selected if scorer_log[e.scorer.name]["status"] == "done"
+                     for col, kinds in e.scorer.column_issues().items() if f"score_{col}" in columns}
+        flags = flag({c: columns[c] for c in informing}, informing, oof_probs, examples.labels, examples.classes,
+                     flag_config)
         timings["flag"] = _done(t0)
 
         scores = pd.DataFrame({

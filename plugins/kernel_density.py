@@ -15,7 +15,8 @@ Both columns are negated here, so the scorer keeps ``direction="higher"``: what 
 returns already reads higher = more suspicious. The scorer declares ``issue=("outlier",)`` only: the
 main column never reads the given label, so it says nothing about mislabels (on digits with 10% flipped
 labels it ranks the flips at chance, AUROC 0.5), and feeding it to the mislabel flag would dilute it.
-The label-aware column is an extra column to read and rank by.
+The label-aware column declares ``extra_issues={"kernel_density_label": ("mislabeled",)}`` and so
+feeds the mislabel flag.
 
 The kNN graph keeps only k neighbours, so a group of more than about k similar outliers (a batch of
 images from another source) looks dense to itself; choose k above the size of such groups.
@@ -72,6 +73,7 @@ def register_scorers(register):
     register(curator.Scorer(
         name="kernel_density",
         issue=("outlier",),
+        extra_issues={"kernel_density_label": ("mislabeled",)},
         requires=("embeddings", "knn"),
         score=score_kernel_density,
         description="minus Gaussian kernel density among kNN of out-of-fold embeddings; plus a label-aware column",
