@@ -34,7 +34,7 @@ class RegisteredScorer:
     def describe(self) -> dict:
         s = self.scorer
         return {"name": s.name, "issue": list(s.issue), "requires": list(s.requires), "direction": s.direction,
-                "description": s.description, "plugin": self.plugin, "package": self.package,
+                "description": s.description, "options": dict(s.options), "plugin": self.plugin, "package": self.package,
                 "version": self.version}
 
 

@@ -37,6 +37,8 @@ class Scorer:
     description: one line for ``curator plugins``
     extra_issues: issue types informed by extra columns, by column name (without ``score_``);
                extra columns not named here are reported but do not feed the flags
+    options:   default option values; ``ctx.options`` holds them overlaid by the user's
+               ``[scorers.<name>]`` table, and ``curator plugins`` lists them
     """
 
     name: str
@@ -46,6 +48,7 @@ class Scorer:
     direction: str = "higher"
     description: str = ""
     extra_issues: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         issue = (self.issue,) if isinstance(self.issue, str) else tuple(self.issue)

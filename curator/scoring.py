@@ -130,7 +130,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
             name = entry.scorer.name
             ctx = ScoreContext(artifacts=staging / "artifacts", labels=examples.labels, classes=examples.classes,
                                ids=examples.ids, inputs_array=examples.inputs, device=device_t,
-                               seed=trained.config.seed, options=scorer_options.get(name, {}),
+                               seed=trained.config.seed, options={**entry.scorer.options, **scorer_options.get(name, {})},
                                progress=(bar or (lambda it, **kw: it)))
             started = time.perf_counter()
             say(f"scorer {name} ...")

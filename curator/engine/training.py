@@ -214,7 +214,7 @@ def _write_dynamics_stats(logits: np.ndarray, labels: np.ndarray, artifacts: Pat
                                ("loss", np.float32))}
     for start in range(0, n, chunk):
         z = torch.from_numpy(np.array(logits[:, start:start + chunk]))       # (E, b, C)
-        y = torch.from_numpy(labels[start:start + chunk]).view(1, -1, 1).expand(E, -1, 1)
+        y = torch.from_numpy(np.array(labels[start:start + chunk])).view(1, -1, 1).expand(E, -1, 1)
         log_p = F.log_softmax(z, dim=2)
         z_y = z.gather(2, y).squeeze(2)
         others = z.scatter(2, y, float("-inf")).amax(2)

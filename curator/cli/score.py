@@ -1,36 +1,15 @@
-"""Command line: parse, call the Python API, print. No logic lives here."""
+"""`curator score`."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
 
-from . import __version__
-from .data import FORMATS
-from .errors import CuratorError
+from ..data import FORMATS
 
 
-class CuratorGroup(click.Group):
-    """Turns CuratorError into a one-line message and a non-zero exit."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except CuratorError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-
-@click.group(cls=CuratorGroup)
-@click.version_option(__version__, prog_name="curator")
-def main() -> None:
-    """curator: find mislabeled, outlier and spurious examples in a labelled dataset."""
-
-
-@main.command()
+@click.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory to create [runs/<dataset>-<timestamp>].")
 @click.option("--scorers", help="Comma-separated scorer names [all installed].")
@@ -60,8 +39,8 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
     score_<scorer>..., is_mislabeled/is_outlier/is_spurious, *_score, suggested_label, reasons),
     oof_probs.npy, classes.json, review_queue.csv and artifacts/. Prints the run path last.
     """
-    from .scoring import score as run_score
-    from .summary import summarize
+    from ..scoring import score as run_score
+    from ..summary import summarize
 
     log = None if quiet else (lambda msg: click.echo(msg, err=True))
     run = run_score(dataset, out=out, scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed,
@@ -71,27 +50,3 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
         click.echo(summarize(run))
         click.echo()
     click.echo(str(run.path))
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json):
-    """List every installed scorer with its package, version, issue type and requirements."""
-    from .plugins import load_scorers
-
-    registry = load_scorers()
-    described = [entry.describe() for entry in registry.scorers.values()]
-    if as_json:
-        click.echo(json.dumps({"scorers": described, "load_errors": registry.load_errors}, indent=2))
-        return
-    for d in described:
-        click.echo(f"{d['name']:<24} {'/'.join(d['issue']):<12} requires {','.join(d['requires']):<24} "
-                   f"{d['package']} {d['version']}")
-        if d["description"]:
-            click.echo(f"{'':<24} {d['description']}")
-    for err in registry.load_errors:
-        click.echo(f"{err['plugin']:<24} FAILED TO LOAD ({err['package']}): {err['error']}")
-
-
-if __name__ == "__main__":
-    main()

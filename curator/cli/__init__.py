@@ -1,0 +1,37 @@
+"""Command line: parse, call the Python API, print. No logic lives here; one module per command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import CuratorError
+
+
+class CuratorGroup(click.Group):
+    """Turns CuratorError into a one-line message and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CuratorError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=CuratorGroup)
+@click.version_option(__version__, prog_name="curator")
+def main() -> None:
+    """curator: find mislabeled, outlier and spurious examples in a labelled dataset."""
+
+
+from .plugins import plugins  # noqa: E402
+from .score import score  # noqa: E402
+
+main.add_command(score)
+main.add_command(plugins)
+
+if __name__ == "__main__":
+    main()
