@@ -162,6 +162,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
         write_npy(staging / "oof_probs.npy", oof_probs)
         write_json(staging / "classes.json", examples.classes)
         write_csv(staging / "review_queue.csv", store.review_queue(scores))
+        write_parquet(staging / "review_queue.parquet", store.review_queue(scores))
         oof_acc = float((oof_probs.argmax(1) == examples.labels).mean())
         write_json(staging / "manifest.json", {
             "curator_version": __version__,
