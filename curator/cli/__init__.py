@@ -29,9 +29,15 @@ def main() -> None:
 
 from .plugins import plugins  # noqa: E402
 from .score import score  # noqa: E402
+from .export import export  # noqa: E402
+from .report import report  # noqa: E402
+from .apply import apply  # noqa: E402
 
 main.add_command(score)
 main.add_command(plugins)
+main.add_command(export)
+main.add_command(report)
+main.add_command(apply)
 
 if __name__ == "__main__":
     main()
