@@ -49,6 +49,20 @@ class Dynamics:
     def n_epochs(self) -> int:
         return self.p_label.shape[0]
 
+    def ema_probs(self, beta: float = 0.7, chunk: int = 65536) -> np.ndarray:
+        """(N, C) float32 early-learning targets: t <- beta t + (1 - beta) softmax(z_e) over epochs e,
+        bias-corrected for the zero start (Liu et al. 2020). Rows sum to 1."""
+        logits = self.logits
+        _, n, c = logits.shape
+        out = np.empty((n, c), np.float32)
+        for start in range(0, n, chunk):
+            probs = F.softmax(torch.from_numpy(np.array(logits[:, start:start + chunk], dtype=np.float64)), dim=2)
+            target = torch.zeros_like(probs[0])
+            for p in probs:
+                target = beta * target + (1.0 - beta) * p
+            out[start:start + chunk] = (target / (1.0 - beta ** len(probs))).numpy()
+        return out
+
 
 @dataclass(frozen=True)
 class Checkpoint:

@@ -1,8 +1,14 @@
 """Scores -> issues: combined per-issue scores (0..1, higher = worse), flags, suggested labels, reasons.
 
-- mislabeled: mean percentile rank of the mislabel scorers; how many to flag is estimated from the
-  out-of-fold probabilities as the off-diagonal mass of the calibrated confident joint
-  (Northcutt et al. 2021), capped by ``max_flag_rate``.
+- mislabeled: ``mislabeled_score`` is the mean percentile rank of the mislabel scorers. Which examples
+  to flag is decided by confident learning (Northcutt et al. 2021) on a *cross-fitted* estimate of the
+  true class, p̂ = ½ (out-of-fold probabilities + in-sample early-learning targets): the held-out
+  model and the early, pre-memorisation phase of the model that trained on the example are two
+  estimates of the true class, and their average is better calibrated than either from a cheap proxy.
+  From p̂: the calibrated confident joint Q, then an example is flagged when both rules pick it —
+  prune-by-noise-rate (for each cell i→j, the Q_ij examples labelled i with the largest p̂_j − p̂_i)
+  and prune-by-class (for each class i, the Σ_{j≠i} Q_ij examples labelled i with the lowest p̂_i) —
+  capped by ``max_flag_rate``. The suggested label is the most likely other class under p̂.
 - outlier: mean robust z-score of the outlier scorers; flagged above ``outlier_z`` (3.5, the
   Iglewicz-Hoaglin cut-off), capped by ``max_flag_rate``.
 - spurious: the bias-conflicting minority: held-out prediction wrong, not flagged as mislabeled,
@@ -44,24 +50,42 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return ((values - med) / mad).astype(np.float32)
 
 
-def confident_joint_error_count(oof_probs: np.ndarray, labels: np.ndarray) -> int:
-    """Estimated number of label errors: off-diagonal mass of the calibrated confident joint.
+def calibrated_confident_joint(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C, C) estimate of the counts of (given label i, true label j).
 
-    oof_probs: (N, C), labels: (N,). Per-class threshold t_j = mean p_j over examples labelled j;
-    an example is counted at (y, argmax_{j: p_j >= t_j} p_j); rows are calibrated to class counts.
+    probs: (N, C), labels: (N,). Per-class threshold t_j = mean p_j over examples labelled j; an
+    example is counted at (y, argmax_{j: p_j >= t_j} p_j); each row is rescaled to its class count.
     """
-    n, c = oof_probs.shape
+    n, c = probs.shape
     counts = np.bincount(labels, minlength=c).astype(np.float64)
-    thresholds = np.array([oof_probs[labels == j, j].mean() if counts[j] else 1.0 for j in range(c)])
-    above = oof_probs >= thresholds[None, :] - 1e-6
-    masked = np.where(above, oof_probs, -1.0)
+    thresholds = np.array([probs[labels == j, j].mean() if counts[j] else 1.0 for j in range(c)])
+    above = probs >= thresholds[None, :] - 1e-6
     confident = above.any(axis=1)
-    guess = masked.argmax(axis=1)
+    guess = np.where(above, probs, -1.0).argmax(axis=1)
     joint = np.zeros((c, c))
     np.add.at(joint, (labels[confident], guess[confident]), 1.0)
     row_sums = joint.sum(axis=1, keepdims=True)
-    calibrated = np.divide(joint, row_sums, out=np.zeros_like(joint), where=row_sums > 0) * counts[:, None]
-    return int(round(calibrated.sum() - np.trace(calibrated)))
+    return np.divide(joint, row_sums, out=np.zeros_like(joint), where=row_sums > 0) * counts[:, None]
+
+
+def confident_learning_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) bool: label issues picked by both prune-by-noise-rate and prune-by-class on ``probs`` (N, C)."""
+    n, c = probs.shape
+    joint = calibrated_confident_joint(probs, labels)
+    by_noise_rate = np.zeros(n, bool)
+    by_class = np.zeros(n, bool)
+    for i in range(c):
+        members = np.flatnonzero(labels == i)
+        if not len(members):
+            continue
+        for j in range(c):
+            count = int(round(joint[i, j]))
+            if j != i and count > 0:
+                margin = probs[members, j] - probs[members, i]
+                by_noise_rate[members[np.argsort(-margin, kind="stable")[:count]]] = True
+        count = int(round(joint[i].sum() - joint[i, i]))
+        by_class[members[np.argsort(probs[members, i], kind="stable")[:count]]] = True
+    return by_noise_rate & by_class
 
 
 def _reasons(percentiles: dict[str, np.ndarray], rows: np.ndarray, cut: float) -> list[str]:
@@ -73,11 +97,13 @@ def _reasons(percentiles: dict[str, np.ndarray], rows: np.ndarray, cut: float) -
 
 
 def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof_probs: np.ndarray,
-         labels: np.ndarray, classes: list[str], config: FlagConfig = FlagConfig()) -> pd.DataFrame:
+         labels: np.ndarray, classes: list[str], config: FlagConfig = FlagConfig(),
+         insample_probs: np.ndarray | None = None) -> pd.DataFrame:
     """Combine scorer columns into per-issue scores and flags.
 
-    columns: main scorer column name -> (N,) score, higher = worse
-    issues:  main scorer column name -> issue types it informs
+    columns: scorer column name -> (N,) score, higher = worse
+    issues:  scorer column name -> issue types it informs
+    oof_probs: (N, C) out-of-fold probabilities; insample_probs: (N, C) early-learning targets or None
     Returns a frame of N rows: is_mislabeled, is_outlier, is_spurious, mislabeled_score,
     outlier_score, spurious_score, suggested_label, reasons.
     """
@@ -88,14 +114,17 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     predicted = oof_probs.argmax(axis=1)
 
     # Mislabeled.
+    true_class = oof_probs if insample_probs is None else (oof_probs + insample_probs) / 2.0
     mis_names = by_issue["mislabeled"]
     if mis_names:
         mis_score = np.mean([percentiles[m] for m in mis_names], axis=0)
     else:
-        mis_score = percentile_rank(1.0 - oof_probs[np.arange(n), labels])
-    n_errors = min(confident_joint_error_count(oof_probs, labels), cap)
-    is_mis = np.zeros(n, bool)
-    is_mis[np.argsort(-mis_score, kind="stable")[:n_errors]] = True
+        mis_score = percentile_rank(1.0 - true_class[np.arange(n), labels])
+    is_mis = confident_learning_issues(true_class, labels)
+    if is_mis.sum() > cap:
+        keep = np.flatnonzero(is_mis)[np.argsort(-mis_score[is_mis], kind="stable")[:cap]]
+        is_mis[:] = False
+        is_mis[keep] = True
 
     # Outlier.
     out_names = by_issue["outlier"]
@@ -116,7 +145,7 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     is_spur = (predicted != labels) & easy & ~is_mis
 
     # Suggested label: the most likely other class where the label is doubted.
-    others = oof_probs.copy()
+    others = true_class.copy()
     others[np.arange(n), labels] = -1.0
     suggested = np.where(is_mis, others.argmax(axis=1), labels)
 

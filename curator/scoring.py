@@ -18,7 +18,7 @@ import torch
 from . import __version__, store
 from .atomic import write_csv, write_json, write_npy, write_parquet
 from .config import load_config
-from .context import ScoreContext
+from .context import Dynamics, ScoreContext
 from .data import Examples, load_dataset
 from .device import select_device
 from .engine.training import TrainConfig, train_cross_fitted
@@ -150,8 +150,9 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
         t0 = time.perf_counter()
         informing = {f"score_{col}": kinds for e in selected if scorer_log[e.scorer.name]["status"] == "done"
                      for col, kinds in e.scorer.column_issues().items() if f"score_{col}" in columns}
+        insample = Dynamics(staging / "artifacts").ema_probs()
         flags = flag({c: columns[c] for c in informing}, informing, oof_probs, examples.labels, examples.classes,
-                     flag_config)
+                     flag_config, insample_probs=insample)
         timings["flag"] = _done(t0)
 
         scores = pd.DataFrame({

@@ -34,6 +34,7 @@ def test_forgetting_events_count_transitions_and_never_learned(noisy_digits_run)
 def test_run_directory_holds_exactly_the_documented_files(noisy_digits_run):
     names = {p.name for p in noisy_digits_run.path.iterdir()}
     assert names == {"manifest.json", "scores.parquet", "oof_probs.npy", "classes.json", "review_queue.csv",
+                     "review_queue.parquet",
                      "artifacts"}
     artifacts = {p.name for p in (noisy_digits_run.path / "artifacts").iterdir()}
     assert {"dynamics_logits.npy", "dynamics_p_label.npy", "dynamics_margin.npy", "dynamics_correct.npy",
