@@ -85,14 +85,16 @@ def histogram_svg(values: np.ndarray, flagged: np.ndarray, title: str, width: in
     bar_w = plot_w / BINS
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="{_e(title)}">', f'<text x="{left}" y="12">{_e(title)}</text>']
-    for k in range(BINS):
+    for k in np.flatnonzero(all_counts):
         x = left + k * bar_w
+        parts.append(f"<g><title>{edges[k]:.2f}\u2013{edges[k + 1]:.2f}: {all_counts[k]} examples, "
+                     f"{flag_counts[k]} flagged</title>")
         for count, colour in ((all_counts[k], "#9db4cf"), (flag_counts[k], "#d2584f")):
             h = plot_h * count / peak
             if count:
                 parts.append(f'<rect x="{x + 0.5:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 1:.1f}" '
-                             f'height="{h:.1f}" fill="{colour}"><title>{edges[k]:.2f}\u2013{edges[k + 1]:.2f}: '
-                             f'{all_counts[k]} examples, {flag_counts[k]} flagged</title></rect>')
+                             f'height="{h:.1f}" fill="{colour}"/>')
+        parts.append("</g>")
     base = top + plot_h
     parts += [f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#8a94a3"/>',
               f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{peak}</text>',
