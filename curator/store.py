@@ -2,11 +2,12 @@
 
 RUN/manifest.json, scores.parquet, oof_probs.npy, classes.json, review_queue.csv, artifacts/.
 A run is built in ``RUN.partial/`` and renamed to ``RUN`` only once complete, so ``RUN`` either
-does not exist or holds a finished run.
+does not exist or holds a finished run; an interrupted partial can be resumed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 from functools import cached_property
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import write_json
 from .errors import RunError
 
 RUN_FILES = ("manifest.json", "scores.parquet", "oof_probs.npy", "classes.json", "review_queue.csv")
@@ -27,23 +29,65 @@ def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def prepare(out: Path) -> Path:
-    """Check ``out`` is free and return a fresh staging folder for it."""
-    if out.exists():
-        raise RunError(f"--out {out}: already exists; choose another run directory")
-    staging = partial_dir(out)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
+class Staging:
+    """``RUN.partial/``: where a run is built, locked against a second writer.
 
+    ``run_key.json`` says which dataset and settings the partial belongs to; its ``manifest.json``
+    (``"status": "partial"``) lists the finished stages, so ``--resume`` redoes only what is
+    unfinished. The partial is renamed to ``RUN`` once complete.
+    """
 
-def publish(staging: Path, out: Path) -> None:
-    staging.rename(out)
+    def __init__(self, out: Path, key: dict, resume: bool):
+        self.out = out
+        self.path = partial_dir(out)
+        if out.exists():
+            raise RunError(f"--out {out}: already exists; choose another run directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RunError(f"--out {out}: another curator run is writing it right now") from None
+        key_path = self.path / "run_key.json"
+        previous = json.loads(key_path.read_text()) if key_path.exists() else None
+        if not resume or previous != key:
+            if resume and previous is not None:
+                raise RunError(f"--resume {out}: the partial run was made with another dataset or other settings "
+                               "(fingerprint, folds, epochs, seed, ...); start a new run instead")
+            for child in self.path.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            write_json(key_path, key)
+        self.resumed = bool(resume and previous == key)
+        manifest = self.path / "manifest.json"
+        self.done: dict[str, dict] = (json.loads(manifest.read_text()).get("stages", {})
+                                      if self.resumed and manifest.exists() else {})
 
+    def finished(self, stage: str) -> bool:
+        return stage in self.done
 
-def discard(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+    def mark(self, stage: str, info: dict) -> None:
+        self.done[stage] = info
+        write_json(self.path / "manifest.json", {"status": "partial", "stages": self.done,
+                                                 "resume": f"curator score ... --out {self.out} --resume"})
+
+    def publish(self) -> None:
+        """Rename the finished partial onto ``RUN`` (its final manifest.json must be written)."""
+        shutil.rmtree(self.path / "columns", ignore_errors=True)
+        for name in ("run_key.json", ".lock"):
+            (self.path / name).unlink(missing_ok=True)
+        self.path.rename(self.out)
+        self.close()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
 
 class Run:

@@ -7,6 +7,7 @@ All per-example records live in memory-mapped ``.npy`` files under ``artifacts/`
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -97,14 +98,25 @@ def _lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def _open_array(path: Path, shape: tuple[int, ...], dtype, resume: bool) -> np.ndarray:
+    """A writable memory-mapped .npy: reopened when resuming and the shape matches, else created."""
+    if resume and path.exists():
+        arr = np.load(path, mmap_mode="r+")
+        if arr.shape == shape and arr.dtype == np.dtype(dtype):
+            return arr
+    return np.lib.format.open_memmap(path, "w+", dtype, shape)
+
+
 def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_classes: int, config: TrainConfig,
-                       device: torch.device, artifacts: Path,
-                       progress: Callable[..., object] | None = None) -> TrainResult:
+                       device: torch.device, artifacts: Path, progress: Callable[..., object] | None = None,
+                       resume: bool = False) -> TrainResult:
     """Train K fold proxies and record everything scorers need into ``artifacts/``.
 
     inputs: (N, C, H, W) uint8 or (N, D) float32; labels: (N,) int64.
     Writes dynamics_{logits,p_label,margin,correct,loss}.npy, oof_logits.npy, embeddings.npy,
-    checkpoints/*.pt, checkpoints.json and model.json.
+    checkpoints/*.pt, checkpoints.json and model.json. Each finished fold is recorded in
+    ``fold<k>.json``; with ``resume`` those folds are not trained again (a fold depends only on
+    the seed and its index, so the result is the same as an uninterrupted run).
     """
     started = time.perf_counter()
     n = len(labels)
@@ -112,98 +124,115 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "checkpoints").mkdir(exist_ok=True)
     folds = assign_folds(labels, cfg.folds, cfg.seed)
-    trained_by = (folds + 1) % cfg.folds
     normalizer = Normalizer.fit(inputs, kind)
     spec = ModelSpec(kind="cnn" if kind == "image" else "mlp", input_shape=tuple(inputs.shape[1:]),
                      n_classes=n_classes, width=cfg.width)
     bank = InputBank(inputs, normalizer, device)
     y_all = torch.as_tensor(np.array(labels, dtype=np.int64), device=device)
-    use_bf16 = device.type == "cuda"
 
     E, C = cfg.epochs, n_classes
-    dyn_logits = np.lib.format.open_memmap(artifacts / "dynamics_logits.npy", "w+", np.float32, (E, n, C))
-    oof_logits = np.zeros((n, C), np.float32)
-    embeddings = np.zeros((n, spec.embedding_dim), np.float32)
-    checkpoints, train_acc = [], []
-
+    records = {
+        "dyn_logits": _open_array(artifacts / "dynamics_logits.npy", (E, n, C), np.float32, resume),
+        "oof_logits": _open_array(artifacts / "oof_logits.npy", (n, C), np.float32, resume),
+        "embeddings": _open_array(artifacts / "embeddings.npy", (n, spec.embedding_dim), np.float32, resume),
+    }
+    fold_logs = []
     for k in range(cfg.folds):
-        train_idx = np.flatnonzero(folds != k)
-        record = trained_by[train_idx] == k           # whose dynamics this model records
-        torch.manual_seed(cfg.seed * 1009 + k)
-        model = build_model(spec).to(device)
-        if spec.kind == "cnn" and device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                              weight_decay=cfg.weight_decay)
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + k)
-        train_dev = torch.from_numpy(train_idx).to(device)
-        steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-        total_steps, step = steps_per_epoch * E, 0
-        target = torch.zeros(len(train_idx), C, device=device) if cfg.loss == "elr" else None
-        for epoch in range(E):
-            model.train()
-            order = torch.randperm(len(train_idx), generator=gen).to(device)
-            epoch_logits = torch.empty(len(train_idx), C, device=device)
-            correct = torch.zeros((), device=device)
-            lrs = []
-            batches = range(0, len(train_idx), cfg.batch_size)
-            if progress:
-                batches = progress(batches, desc=f"fold {k + 1}/{cfg.folds} epoch {epoch + 1}/{E}",
-                                   total=steps_per_epoch, unit="batch")
-            for start in batches:
-                pos = order[start:start + cfg.batch_size]
-                idx = train_dev[pos]
-                x = bank.batch(idx)
-                y = y_all[idx]
-                lr = _lr_at(step, total_steps, cfg.lr)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                lrs.append(lr)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(x)
-                logits = logits.float()
-                loss = F.cross_entropy(logits, y)
-                if target is not None:
-                    # ELR (Liu et al. 2020): pull predictions towards their early-learning targets.
-                    p = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
-                    with torch.no_grad():
-                        t = cfg.elr_beta * target[pos] + (1 - cfg.elr_beta) * (p / p.sum(1, keepdim=True))
-                        target[pos] = t
-                    loss = loss + cfg.elr_lambda * torch.log(1 - (t * p).sum(1)).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                epoch_logits[pos] = logits.detach()
-                correct += (logits.argmax(1) == y).sum()
-            # One device->host copy per epoch; rows in dataset order.
-            host = epoch_logits.cpu().numpy()
-            dyn_logits[epoch, train_idx[record]] = host[record]
-            path = artifacts / "checkpoints" / f"fold{k}-epoch{epoch}.pt"
-            torch.save({name: t.detach().cpu() for name, t in model.state_dict().items()}, path)
-            checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{path.name}"})
-        train_acc.append(float(correct.item()) / len(train_idx))
+        done = artifacts / f"fold{k}.json"
+        if resume and done.exists():
+            fold_logs.append(json.loads(done.read_text()))
+            continue
+        log = _train_fold(k, folds, cfg, spec, bank, y_all, device, artifacts, records, progress)
+        for arr in records.values():
+            arr.flush()
+        write_json(done, log)          # written last: the fold's records are complete on disk
+        fold_logs.append(log)
 
-        model.eval()
-        held = np.flatnonzero(folds == k)
-        with torch.no_grad():
-            for start in range(0, len(held), 4 * cfg.batch_size):
-                idx = torch.from_numpy(held[start:start + 4 * cfg.batch_size])
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits, h = model.forward_features(bank.batch(idx))
-                oof_logits[idx.numpy()] = logits.float().cpu().numpy()
-                embeddings[idx.numpy()] = h.float().cpu().numpy()
-
-    dyn_logits.flush()
     _write_dynamics_stats(np.load(artifacts / "dynamics_logits.npy", mmap_mode="r"), labels, artifacts)
-    np.save(artifacts / "oof_logits.npy", oof_logits)
-    np.save(artifacts / "embeddings.npy", embeddings)
     np.save(artifacts / "folds.npy", folds)
+    checkpoints = [c for log in fold_logs for c in log["checkpoints"]]
     write_json(artifacts / "checkpoints.json", checkpoints)
     write_json(artifacts / "model.json", {"spec": spec.to_dict(), "normalizer": normalizer.to_dict(),
                                           "train_config": asdict(cfg)})
-    return TrainResult(folds, oof_logits, embeddings, checkpoints, spec, normalizer, cfg, train_acc,
+    return TrainResult(folds, np.array(records["oof_logits"]), records["embeddings"], checkpoints, spec,
+                       normalizer, cfg, [log["train_accuracy"] for log in fold_logs],
                        time.perf_counter() - started)
+
+
+def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: InputBank,
+                y_all: torch.Tensor, device: torch.device, artifacts: Path, records: dict[str, np.ndarray],
+                progress: Callable[..., object] | None) -> dict:
+    """Train the fold-k proxy on every other fold; write its dynamics rows, checkpoints, out-of-fold
+    logits and embeddings into ``records``. Returns the fold's log (checkpoints with LR, accuracy)."""
+    E, C = cfg.epochs, spec.n_classes
+    use_bf16 = device.type == "cuda"
+    train_idx = np.flatnonzero(folds != k)
+    record = (folds[train_idx] + 1) % cfg.folds == k      # examples whose dynamics this model records
+    torch.manual_seed(cfg.seed * 1009 + k)
+    model = build_model(spec).to(device)
+    if spec.kind == "cnn" and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + k)
+    train_dev = torch.from_numpy(train_idx).to(device)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total_steps, step = steps_per_epoch * E, 0
+    target = torch.zeros(len(train_idx), C, device=device) if cfg.loss == "elr" else None
+    checkpoints = []
+    for epoch in range(E):
+        model.train()
+        order = torch.randperm(len(train_idx), generator=gen).to(device)
+        epoch_logits = torch.empty(len(train_idx), C, device=device)
+        correct = torch.zeros((), device=device)
+        lrs = []
+        batches = range(0, len(train_idx), cfg.batch_size)
+        if progress:
+            batches = progress(batches, desc=f"fold {k + 1}/{cfg.folds} epoch {epoch + 1}/{E}",
+                               total=steps_per_epoch, unit="batch")
+        for start in batches:
+            pos = order[start:start + cfg.batch_size]
+            idx = train_dev[pos]
+            x = bank.batch(idx)
+            y = y_all[idx]
+            lr = _lr_at(step, total_steps, cfg.lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            lrs.append(lr)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(x)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, y)
+            if target is not None:
+                # ELR (Liu et al. 2020): pull predictions towards their early-learning targets.
+                p = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
+                with torch.no_grad():
+                    t = cfg.elr_beta * target[pos] + (1 - cfg.elr_beta) * (p / p.sum(1, keepdim=True))
+                    target[pos] = t
+                loss = loss + cfg.elr_lambda * torch.log(1 - (t * p).sum(1)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            epoch_logits[pos] = logits.detach()
+            correct += (logits.argmax(1) == y).sum()
+        # One device->host copy per epoch; rows in dataset order.
+        host = epoch_logits.cpu().numpy()
+        records["dyn_logits"][epoch, train_idx[record]] = host[record]
+        path = artifacts / "checkpoints" / f"fold{k}-epoch{epoch}.pt"
+        torch.save({name: t.detach().cpu() for name, t in model.state_dict().items()}, path)
+        checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{path.name}"})
+
+    model.eval()
+    held = np.flatnonzero(folds == k)
+    with torch.no_grad():
+        for start in range(0, len(held), 4 * cfg.batch_size):
+            idx = held[start:start + 4 * cfg.batch_size]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits, h = model.forward_features(bank.batch(torch.from_numpy(idx)))
+            records["oof_logits"][idx] = logits.float().cpu().numpy()
+            records["embeddings"][idx] = h.float().cpu().numpy()
+    return {"fold": k, "checkpoints": checkpoints, "train_accuracy": float(correct.item()) / len(train_idx)}
 
 
 def _write_dynamics_stats(logits: np.ndarray, labels: np.ndarray, artifacts: Path, chunk: int = 65536) -> None:
