@@ -56,7 +56,7 @@ def _latest(annotations: list) -> dict | None:
     done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
     if not done:
         return None
-    return max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),))
+    return max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
 
 
 def read_labelstudio(path: Path, given: dict[str, str]) -> list[Review]:
