@@ -171,6 +171,14 @@ def _resolve(scorer_or_plugin: Any, name: str | None) -> RegisteredScorer:
     return registry[name]
 
 
+def _columns(entry: RegisteredScorer, ctx: ScoreContext) -> dict[str, np.ndarray]:
+    """The scorer's columns exactly as ``curator.score`` validates and normalises them."""
+    try:
+        return _run_scorer(entry, ctx)
+    except PluginError as exc:
+        raise AssertionError(f"{exc}; curator.score would leave this scorer out of the run") from exc
+
+
 def check_scorer(scorer_or_plugin: Any, *, name: str | None = None, min_auroc: float = 0.6,
                  options: Mapping[str, Any] | None = None, epochs: int = 4, seed: int = 0,
                  device: str = "cpu") -> ContractResult:
@@ -186,21 +194,20 @@ def check_scorer(scorer_or_plugin: Any, *, name: str | None = None, min_auroc: f
 
     Raises AssertionError naming the scorer and the broken rule; returns a :class:`ContractResult`.
     """
+    if not 0.0 <= min_auroc <= 1.0:
+        raise ValueError(f"min_auroc={min_auroc!r}: must be in [0, 1]")
     entry = _resolve(scorer_or_plugin, name)
     scorer = entry.scorer
     b = bench(epochs=epochs, seed=seed, device=device)
     n = len(b.examples)
     merged = {**scorer.options, **(options or {})}
-    try:
-        columns = _run_scorer(entry, b.context(merged))
-    except PluginError as exc:
-        raise AssertionError(f"{exc}; curator.score would leave this scorer out of the run") from exc
-    _require(list(columns)[0] == scorer.name, f"scorer {scorer.name!r}: its main column must come first")
+    columns = _columns(entry, b.context(merged))
+    _require(scorer.name in columns, f"scorer {scorer.name!r}: no score_{scorer.name} column")
     for col, values in columns.items():
         _require(values.shape == (n,) and values.dtype == np.float32,
                  f"scorer {scorer.name!r}: score_{col} is {values.dtype} {values.shape}, expected float32 ({n},)")
         _require(bool(np.isfinite(values).all()), f"scorer {scorer.name!r}: score_{col} has NaN/inf values")
-    again = _run_scorer(entry, b.context(merged))
+    again = _columns(entry, b.context(merged))
     _require(list(again) == list(columns),
              f"scorer {scorer.name!r}: a second call returned columns {list(again)}, the first {list(columns)}")
     for col, values in columns.items():

@@ -104,3 +104,8 @@ def test_a_plugin_that_registers_no_scorer_is_told_how_to():
 def test_a_name_that_is_not_installed_lists_what_is():
     with pytest.raises(AssertionError, match=r"no scorer named 'nope' \(found: .*learning_speed"):
         check_scorer("nope")
+
+
+def test_a_min_auroc_outside_zero_to_one_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"min_auroc=1.5: must be in \[0, 1\]"):
+        check_scorer("learning_speed", min_auroc=1.5)

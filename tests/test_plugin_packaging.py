@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+import curator
 import curator.hookspecs
 from curator.testing import noisy_digits
 
@@ -62,11 +63,15 @@ def test_curator_plugins_lists_the_installed_scorer_with_its_package_and_version
                     "version": "0.1.0"}
 
 
-def test_the_allow_and_deny_lists_select_installed_plugins_by_entry_point_name(installed):
+def test_the_allow_and_deny_lists_select_installed_plugins_by_entry_point_name(installed, monkeypatch):
     _, env = installed
-    assert set(_listed({**env, "CURATOR_PLUGINS": "el2n"})) == {"el2n"}
-    denied = set(_listed({**env, "CURATOR_DISABLE_PLUGINS": "el2n,self_influence"}))
-    assert "el2n" not in denied and "self_influence" not in denied and "learning_speed" in denied
+    monkeypatch.syspath_prepend(env["PYTHONPATH"].split(os.pathsep)[0])  # entry points are read from sys.path
+    monkeypatch.setenv("CURATOR_PLUGINS", "el2n")
+    assert curator.load_scorers().names() == ["el2n"]
+    monkeypatch.delenv("CURATOR_PLUGINS")
+    monkeypatch.setenv("CURATOR_DISABLE_PLUGINS", "el2n,self_influence")
+    names = curator.load_scorers().names()
+    assert "el2n" not in names and "self_influence" not in names and "learning_speed" in names
 
 
 def test_curator_score_runs_the_installed_scorer_with_its_options_from_the_config(installed, tmp_path):
