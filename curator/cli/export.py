@@ -6,16 +6,18 @@ from pathlib import Path
 
 import click
 
-ISSUES = ("mislabeled", "outlier", "spurious", "all")
+from ..export import FORMATS, ISSUE_CHOICES
+from ..export import export as run_export
 
 
 @click.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--to", "to", type=click.Choice(["labelstudio", "cvat", "csv"]), required=True,
+@click.option("--to", "to", type=click.Choice(FORMATS), required=True,
               help="Format of the labelling tool.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="File to write [RUN/labelstudio.json | RUN/cvat.xml | RUN/review.csv; -<issue> before the suffix with --issue].")
-@click.option("--issue", type=click.Choice(ISSUES), default="all", show_default=True,
+              help="File to write [RUN/labelstudio.json | RUN/cvat.xml | RUN/review.csv; "
+                   "-<issue> before the suffix with --issue].")
+@click.option("--issue", type=click.Choice(ISSUE_CHOICES), default="all", show_default=True,
               help="Export only the examples flagged for this issue.")
 @click.option("--image-root", metavar="URL_OR_PATH",
               help="Label Studio only: URL prefix the images are served under, or the dataset's path "
@@ -36,7 +38,5 @@ def export(run, to, out, issue, image_root):
 
     Prints the paths written.
     """
-    from ..export import export as run_export
-
     for path in run_export(run, to, out=out, issue=issue, image_root=image_root):
         click.echo(str(path))
