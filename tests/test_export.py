@@ -57,11 +57,12 @@ def hostile_run(tmp_path_factory) -> curator.Run:
 
 @pytest.fixture(scope="module")
 def npz_run(tmp_path_factory) -> curator.Run:
-    """Digit images in an .npz: examples without files."""
+    """Digit images in an .npz, 10% of labels flipped: examples without files."""
     images, labels = digits_images()
     root = tmp_path_factory.mktemp("npz")
     keep = np.flatnonzero(labels < 3)[:240]
-    np.savez(root / "digits.npz", X=images[keep], y=labels[keep], classes=np.array(["zero", "one", "two"]))
+    noisy, _ = flip_labels(labels[keep], 0.10, 3, seed=0)
+    np.savez(root / "digits.npz", X=images[keep], y=noisy, classes=np.array(["zero", "one", "two"]))
     return score_small(root, tmp_path_factory.mktemp("runs") / "npz")
 
 
