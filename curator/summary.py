@@ -11,6 +11,13 @@ def _table(rows: list[tuple], header: tuple) -> str:
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 
+def _skipped_lines(skipped: list[dict], shown: int = 10) -> list[str]:
+    lines = [f"  skipped {s['path']}: {s['reason']}" for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more (manifest.json: dataset.skipped_files)")
+    return lines
+
+
 def summarize(run: Run, top: int = 5) -> str:
     m, scores = run.manifest, run.scores
     ds = m["dataset"]
@@ -18,6 +25,7 @@ def summarize(run: Run, top: int = 5) -> str:
         f"examples {ds['n_examples']}   classes {ds['n_classes']}   input {tuple(ds['input_shape'])}   "
         f"device {m['device']['type']}   skipped files {len(ds['skipped_files'])}",
         f"proxy out-of-fold accuracy {m['proxy']['oof_accuracy']:.3f}",
+        *_skipped_lines(ds["skipped_files"]),
         "",
         _table([(stage, f"{info['seconds']:.1f}s") for stage, info in m["stages"].items()], ("stage", "time")),
         "",

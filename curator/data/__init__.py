@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from .arrays import load_arrays
 from .examples import Examples
 from .imagefolder import load_image_folder
+from .images import ON_ERROR
 from .manifest import load_manifest
 from .table import load_table
 
@@ -37,7 +38,16 @@ def detect_format(path: Path) -> tuple[str, Path]:
 
 def load_dataset(path: str | Path, *, format: str = "auto", label_column: str = "label",
                  max_side: int = 64, on_error: str = "skip") -> Examples:
-    """Read a dataset in any supported layout; see ``detect_format`` for the rules."""
+    """Read a dataset in any supported layout; see ``detect_format`` for the rules.
+
+    ``on_error``: an image file that cannot be read is left out and listed in ``Examples.skipped``
+    (``"skip"``) or stops with a DatasetError naming it (``"fail"``). Structural problems (a missing
+    column, an empty label, a path that escapes the dataset, duplicate ids, one class) always stop.
+    """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
+    if not isinstance(max_side, int) or max_side < 8:
+        raise ConfigError(f"--image-size {max_side!r}: expected an integer of at least 8 (pixels)")
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: dataset path does not exist")

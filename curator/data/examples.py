@@ -61,12 +61,22 @@ class Examples:
         return len(self.classes)
 
 
-def encode_labels(raw: pd.Series, where: str, classes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Map raw label values to indices. ``classes`` fixes the order; otherwise sorted unique values."""
-    if raw.isna().any():
-        row = int(np.flatnonzero(raw.isna().to_numpy())[0])
-        raise DatasetError(f"{where}: column 'label' is empty in row {row + 1}")
+def first_row(mask: np.ndarray) -> int:
+    """1-based number of the first True row (the way a person counts the rows of a table)."""
+    return int(np.flatnonzero(mask)[0]) + 1
+
+
+def encode_labels(raw: pd.Series, where: str, classes: list[str] | None = None,
+                  source: str = "") -> tuple[np.ndarray, list[str]]:
+    """Map raw label values to indices. ``classes`` fixes the order; otherwise sorted unique values.
+
+    ``where`` names the file and column (``"data.csv: column 'label'"``); ``source`` says where a
+    given ``classes`` list came from. An empty label, or one outside ``classes``, names no class.
+    """
     values = raw.astype(str)
+    empty = (raw.isna() | (values.str.strip() == "")).to_numpy()
+    if empty.any():
+        raise DatasetError(f"{where} is empty in row {first_row(empty)}; every example needs a label")
     if classes is None:
         uniq = pd.unique(values)
         try:  # numeric labels sort numerically: "2" before "10"
@@ -74,7 +84,10 @@ def encode_labels(raw: pd.Series, where: str, classes: list[str] | None = None) 
         except ValueError:
             classes = sorted(uniq)
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(values) - set(index))
-    if unknown:
-        raise DatasetError(f"{where}: label {unknown[0]!r} names no class (classes: {', '.join(classes[:10])})")
+    unknown = ~values.isin(list(index)).to_numpy()
+    if unknown.any():
+        row = first_row(unknown)
+        listed = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+        raise DatasetError(f"{where}: label {values.iloc[row - 1]!r} in row {row} names no class"
+                           f"{' in ' + source if source else ''} (classes: {listed})")
     return values.map(index).to_numpy(np.int64), list(classes)
