@@ -34,6 +34,11 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     """Every array of the .npz; object arrays (pickles) are refused, never unpickled."""
     try:
         data = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise DatasetError(f"{path}: cannot be read as .npz ({short_reason(exc)})") from exc
+        raise DatasetError(f"{path}: holds pickled Python objects, not an .npz archive; curator never "
+                           "unpickles files") from exc
     except Exception as exc:
         raise DatasetError(f"{path}: cannot be read as .npz ({short_reason(exc)})") from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
