@@ -19,6 +19,7 @@ import torch
 
 from . import __version__, store
 from .atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
+from .backends import Backend, get_backend
 from .config import load_config
 from .context import Dynamics, ScoreContext
 from .data import Examples, load_dataset
@@ -112,6 +113,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
           format: str = "auto", label_column: str = "label", max_side: int = 64, on_error: str = "skip",
           loss: str | None = None, max_flag_rate: float | None = None, strict: bool = False,
           scorer_timeout: float | None = None, resume: bool = False, plugins: Iterable[object] = (),
+          backend: str | None = None, ray_address: str | None = None,
           progress: bool = True, log=None) -> store.Run:
     """Score every example of ``dataset`` and write a run directory; returns the finished :class:`Run`.
 
@@ -119,7 +121,9 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     ``plugins`` are extra plugin objects registered for this call only. The run is built in
     ``<out>.partial/``; if interrupted, ``resume=True`` redoes only the unfinished stages (folds,
     scorers). A scorer that raises, returns a bad column or runs past ``scorer_timeout`` seconds is
-    left out and recorded (``strict`` makes it fatal).
+    left out and recorded (``strict`` makes it fatal). ``backend`` says where the fold proxies train:
+    ``"local"`` (default) or ``"ray"`` (one Ray task per fold on the cluster at ``ray_address``, or a
+    Ray instance started on this machine); the scorers and every write stay in this process.
     """
     say = log or (lambda msg: None)
     file_cfg = load_config(config)
@@ -141,6 +145,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     scorer_options = file_cfg.get("scorers", {})
     scorer_timeout = scorer_timeout if scorer_timeout is not None else opts.get("scorer_timeout")
     device_t = select_device(device or opts.get("device", "auto"))
+    fold_backend = get_backend(backend or opts.get("backend", "local"), ray_address or opts.get("ray_address"))
 
     registry = load_scorers(plugins)
     selected = _select(registry, scorers if scorers is not None else opts.get("scorers"))
@@ -159,7 +164,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     try:
         staging.mark("load", load_stage)
         _score_into(staging, examples, selected, train_config, flag_config, scorer_options, scorer_timeout,
-                    strict, device_t, registry, config, progress, say)
+                    strict, device_t, registry, config, progress, say, fold_backend)
         staging.publish()
     except CuratorError:
         staging.discard()
@@ -173,14 +178,14 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
 def _score_into(staging: store.Staging, examples: Examples, selected: list[RegisteredScorer],
                 train_config: TrainConfig, flag_config: FlagConfig, scorer_options: dict,
                 scorer_timeout: float | None, strict: bool, device_t: torch.device, registry: ScorerRegistry,
-                config, progress: bool, say) -> None:
+                config, progress: bool, say, backend: Backend) -> None:
     """The stages after loading, each recorded in the partial manifest as it finishes."""
     root = staging.path
     bar = (lambda it, **kw: progress_bar(it, **kw)) if progress else None
     t0 = time.perf_counter()
     trained = train_cross_fitted(examples.inputs, examples.labels, examples.kind, examples.n_classes,
                                  train_config, device_t, root / "artifacts", progress=bar,
-                                 resume=staging.resumed)
+                                 resume=staging.resumed, backend=backend)
     if not staging.finished("train"):
         staging.mark("train", _done(t0))
     oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
@@ -247,7 +252,8 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                     "skipped_files": examples.skipped},
         "config": {"train": asdict(trained.config), "flags": asdict(flag_config),
                    "scorers": [e.scorer.name for e in selected], "scorer_options": scorer_options,
-                   "scorer_timeout": scorer_timeout, "config_file": str(config) if config else None},
+                   "scorer_timeout": scorer_timeout, "config_file": str(config) if config else None,
+                   "backend": trained.backend},
         "seed": trained.config.seed,
         "resumed": staging.resumed,
         "device": {"type": device_t.type, "name": torch.cuda.get_device_name(device_t) if device_t.type == "cuda"

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
 from ..atomic import write_json
+from ..backends import Backend, FoldJob
 from ..errors import ConfigError
 from .inputs import InputBank, Normalizer
 from .models import ModelSpec, build_model
@@ -71,6 +72,7 @@ class TrainResult:
     config: TrainConfig
     fold_train_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    backend: dict = field(default_factory=dict)   # where the folds trained (Backend.describe())
 
 
 def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -107,9 +109,35 @@ def _open_array(path: Path, shape: tuple[int, ...], dtype, resume: bool) -> np.n
     return np.lib.format.open_memmap(path, "w+", dtype, shape)
 
 
+class ArtifactSink:
+    """Where :func:`_train_fold` puts a fold's results on the driver: rows into the memory-mapped
+    records, checkpoints into ``artifacts/checkpoints/``. A remote backend records the same calls
+    on its worker and replays them here, so every backend writes the same files."""
+
+    def __init__(self, records: dict[str, np.ndarray], artifacts: Path):
+        self.records = records
+        self.artifacts = artifacts
+
+    def dynamics(self, epoch: int, rows: np.ndarray, logits: np.ndarray) -> None:
+        """logits: (len(rows), C) float32 of epoch ``epoch`` for dataset rows ``rows``."""
+        self.records["dyn_logits"][epoch, rows] = logits
+
+    def held_out(self, rows: np.ndarray, logits: np.ndarray, embeddings: np.ndarray) -> None:
+        """logits: (len(rows), C), embeddings: (len(rows), D), from the model that never saw ``rows``."""
+        self.records["oof_logits"][rows] = logits
+        self.records["embeddings"][rows] = embeddings
+
+    def checkpoint(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        torch.save(state, self.artifacts / "checkpoints" / name)
+
+    def flush(self) -> None:
+        for arr in self.records.values():
+            arr.flush()
+
+
 def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_classes: int, config: TrainConfig,
                        device: torch.device, artifacts: Path, progress: Callable[..., object] | None = None,
-                       resume: bool = False) -> TrainResult:
+                       resume: bool = False, backend: Backend | None = None) -> TrainResult:
     """Train K fold proxies and record everything scorers need into ``artifacts/``.
 
     inputs: (N, C, H, W) uint8 or (N, D) float32; labels: (N,) int64.
@@ -117,8 +145,24 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     checkpoints/*.pt, checkpoints.json and model.json. Each finished fold is recorded in
     ``fold<k>.json``; with ``resume`` those folds are not trained again (a fold depends only on
     the seed and its index, so the result is the same as an uninterrupted run).
+    ``backend`` trains the folds (default: :class:`curator.backends.LocalBackend`, one after another
+    on ``device``); whichever it is, only this process writes ``artifacts/``.
     """
+    if backend is None:
+        from ..backends.local import LocalBackend   # not at the top: the backends import this module
+        backend = LocalBackend()
     started = time.perf_counter()
+    fold_device = backend.start(device)
+    try:
+        return _train_with(backend, fold_device, inputs, labels, kind, n_classes, config, artifacts, progress,
+                           resume, started)
+    finally:
+        backend.stop()
+
+
+def _train_with(backend: Backend, device: torch.device, inputs: np.ndarray, labels: np.ndarray, kind: str,
+                n_classes: int, config: TrainConfig, artifacts: Path, progress: Callable[..., object] | None,
+                resume: bool, started: float) -> TrainResult:
     n = len(labels)
     cfg = config.resolved(device, n_train=n * (config.folds - 1) // config.folds)
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -127,8 +171,6 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     normalizer = Normalizer.fit(inputs, kind)
     spec = ModelSpec(kind="cnn" if kind == "image" else "mlp", input_shape=tuple(inputs.shape[1:]),
                      n_classes=n_classes, width=cfg.width)
-    bank = InputBank(inputs, normalizer, device)
-    y_all = torch.as_tensor(np.array(labels, dtype=np.int64), device=device)
 
     E, C = cfg.epochs, n_classes
     records = {
@@ -136,17 +178,18 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
         "oof_logits": _open_array(artifacts / "oof_logits.npy", (n, C), np.float32, resume),
         "embeddings": _open_array(artifacts / "embeddings.npy", (n, spec.embedding_dim), np.float32, resume),
     }
-    fold_logs = []
+    fold_logs = {}
     for k in range(cfg.folds):
-        done = artifacts / f"fold{k}.json"
-        if resume and done.exists():
-            fold_logs.append(json.loads(done.read_text()))
-            continue
-        log = _train_fold(k, folds, cfg, spec, bank, y_all, device, artifacts, records, progress)
-        for arr in records.values():
-            arr.flush()
-        write_json(done, log)          # written last: the fold's records are complete on disk
-        fold_logs.append(log)
+        if resume and (artifacts / f"fold{k}.json").exists():
+            fold_logs[k] = json.loads((artifacts / f"fold{k}.json").read_text())
+    sink = ArtifactSink(records, artifacts)
+    todo = [k for k in range(cfg.folds) if k not in fold_logs]
+    job = FoldJob(folds, cfg, spec, normalizer, inputs, labels)
+    for log in backend.train_folds(todo, job, sink, progress):
+        sink.flush()
+        write_json(artifacts / f"fold{log['fold']}.json", log)   # written last: the fold is complete on disk
+        fold_logs[log["fold"]] = log
+    fold_logs = [fold_logs[k] for k in range(cfg.folds)]
 
     _write_dynamics_stats(np.load(artifacts / "dynamics_logits.npy", mmap_mode="r"), labels, artifacts)
     np.save(artifacts / "folds.npy", folds)
@@ -156,18 +199,20 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
                                           "train_config": asdict(cfg)})
     return TrainResult(folds, np.array(records["oof_logits"]), records["embeddings"], checkpoints, spec,
                        normalizer, cfg, [log["train_accuracy"] for log in fold_logs],
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, backend.describe())
 
 
 def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: InputBank,
-                y_all: torch.Tensor, device: torch.device, artifacts: Path, records: dict[str, np.ndarray],
+                y_all: torch.Tensor, device: torch.device, sink: ArtifactSink,
                 progress: Callable[..., object] | None) -> dict:
-    """Train the fold-k proxy on every other fold; write its dynamics rows, checkpoints, out-of-fold
-    logits and embeddings into ``records``. Returns the fold's log (checkpoints with LR, accuracy)."""
+    """Train the fold-k proxy on every other fold; hand its dynamics rows, checkpoints, out-of-fold
+    logits and embeddings to ``sink`` (an :class:`ArtifactSink` or anything with its three methods).
+    Returns the fold's log (checkpoints with LR, accuracy). Depends only on (cfg.seed, k)."""
     E, C = cfg.epochs, spec.n_classes
     use_bf16 = device.type == "cuda"
     train_idx = np.flatnonzero(folds != k)
     record = (folds[train_idx] + 1) % cfg.folds == k      # examples whose dynamics this model records
+    record_rows = train_idx[record]
     torch.manual_seed(cfg.seed * 1009 + k)
     model = build_model(spec).to(device)
     if spec.kind == "cnn" and device.type == "cuda":
@@ -218,10 +263,10 @@ def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ba
             correct += (logits.argmax(1) == y).sum()
         # One device->host copy per epoch; rows in dataset order.
         host = epoch_logits.cpu().numpy()
-        records["dyn_logits"][epoch, train_idx[record]] = host[record]
-        path = artifacts / "checkpoints" / f"fold{k}-epoch{epoch}.pt"
-        torch.save({name: t.detach().cpu() for name, t in model.state_dict().items()}, path)
-        checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{path.name}"})
+        sink.dynamics(epoch, record_rows, host[record])
+        name = f"fold{k}-epoch{epoch}.pt"
+        sink.checkpoint(name, {key: t.detach().cpu() for key, t in model.state_dict().items()})
+        checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{name}"})
 
     model.eval()
     held = np.flatnonzero(folds == k)
@@ -230,8 +275,7 @@ def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ba
             idx = held[start:start + 4 * cfg.batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits, h = model.forward_features(bank.batch(torch.from_numpy(idx)))
-            records["oof_logits"][idx] = logits.float().cpu().numpy()
-            records["embeddings"][idx] = h.float().cpu().numpy()
+            sink.held_out(idx, logits.float().cpu().numpy(), h.float().cpu().numpy())
     return {"fold": k, "checkpoints": checkpoints, "train_accuracy": float(correct.item()) / len(train_idx)}
 
 

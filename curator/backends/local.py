@@ -1,0 +1,31 @@
+"""The ``local`` backend: the folds train one after another in this process, on its device."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..engine.inputs import InputBank
+from ..engine import training
+from ..engine.training import ArtifactSink
+from . import Backend, FoldJob
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def start(self, device: torch.device) -> torch.device:
+        self.device = device
+        return device
+
+    def train_folds(self, todo: Sequence[int], job: FoldJob, sink: ArtifactSink,
+                    progress: Callable[..., object] | None) -> Iterator[dict]:
+        if not todo:
+            return
+        # Results go straight into the driver's memory maps: nothing is held per fold.
+        bank = InputBank(job.inputs, job.normalizer, self.device)
+        y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=self.device)
+        for k in todo:          # looked up on the module, where the resume tests wrap it
+            yield training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.device, sink, progress)
