@@ -9,32 +9,52 @@
   prune-by-noise-rate (for each cell i→j, the Q_ij examples labelled i with the largest p̂_j − p̂_i)
   and prune-by-class (for each class i, the Σ_{j≠i} Q_ij examples labelled i with the lowest p̂_i) —
   capped by ``max_flag_rate``. The suggested label is the most likely other class under p̂.
-- outlier: mean robust z-score of the outlier scorers; flagged above ``outlier_z`` (3.5, the
-  Iglewicz-Hoaglin cut-off), capped by ``max_flag_rate``.
-- spurious: the bias-conflicting minority: held-out prediction wrong, not flagged as mislabeled,
-  while the held-out model gets the class right at least ``easy_class_accuracy`` of the time.
+- outlier: ``outlier_score`` is the mean percentile rank of the outlier scorers; an example is flagged
+  when any outlier column puts it more than ``outlier_z`` (3.0) robust standard deviations
+  (median/MAD) into its tail, capped by ``max_flag_rate``. Columns that are already ranks (bounded,
+  no tail) inform the score and the order but never fire the flag on their own.
+- spurious: the held-out misses inside suspected shortcut groups (see ``curator.spurious``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .spurious import ShortcutGroup, attribute_warnings, shortcut_groups
 
 
 @dataclass(frozen=True)
 class FlagConfig:
+    """Thresholds, settable in ``[flags]`` of curator.toml (``max_flag_rate`` also by --max-flag-rate)."""
+
     max_flag_rate: float = 0.5
-    outlier_z: float = 3.5
-    easy_class_accuracy: float = 0.85
+    outlier_z: float = 3.0
     reason_percentile: float = 90.0
+    clusters_per_class: int = 4
+    min_group_size: int = 10
+    accuracy_gap: float = 0.3
+    attribute_margin: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_flag_rate <= 1.0:
             raise ConfigError(f"--max-flag-rate {self.max_flag_rate}: must be in (0, 1]")
+        if self.outlier_z <= 0:
+            raise ConfigError(f"[flags] outlier_z = {self.outlier_z}: must be positive")
+        if not 0.0 < self.accuracy_gap <= 1.0:
+            raise ConfigError(f"[flags] accuracy_gap = {self.accuracy_gap}: must be in (0, 1]")
+
+
+@dataclass
+class Flags:
+    """The flagger's output: ``table`` has N rows (the issue columns of scores.parquet)."""
+
+    table: pd.DataFrame
+    spurious_groups: list[ShortcutGroup] = field(default_factory=list)
+    spurious_attributes: list[dict] = field(default_factory=list)
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:
@@ -97,14 +117,16 @@ def _reasons(percentiles: dict[str, np.ndarray], rows: np.ndarray, cut: float) -
 
 
 def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof_probs: np.ndarray,
-         labels: np.ndarray, classes: list[str], config: FlagConfig = FlagConfig(),
-         insample_probs: np.ndarray | None = None) -> pd.DataFrame:
+         labels: np.ndarray, classes: list[str], ids: list[str], config: FlagConfig = FlagConfig(), *,
+         insample_probs: np.ndarray | None = None, oof_logits: np.ndarray | None = None,
+         metadata: pd.DataFrame | None = None) -> Flags:
     """Combine scorer columns into per-issue scores and flags.
 
     columns: scorer column name -> (N,) score, higher = worse
     issues:  scorer column name -> issue types it informs
     oof_probs: (N, C) out-of-fold probabilities; insample_probs: (N, C) early-learning targets or None
-    Returns a frame of N rows: is_mislabeled, is_outlier, is_spurious, mislabeled_score,
+    oof_logits: (N, C) out-of-fold logits, for shortcut groups; metadata: N rows of extra columns
+    Returns Flags whose table has N rows: is_mislabeled, is_outlier, is_spurious, mislabeled_score,
     outlier_score, spurious_score, suggested_label, reasons.
     """
     n = len(labels)
@@ -131,18 +153,19 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     is_out = np.zeros(n, bool)
     out_score = np.zeros(n, np.float32)
     if out_names:
-        z = np.mean([robust_z(columns[m]) for m in out_names], axis=0)
-        out_score = percentile_rank(z)
+        out_score = np.mean([percentiles[m] for m in out_names], axis=0).astype(np.float32)
+        z = np.max([robust_z(columns[m]) for m in out_names], axis=0)
         candidates = np.flatnonzero(z > config.outlier_z)
         is_out[candidates[np.argsort(-z[candidates])][:cap]] = True
 
-    # Spurious: bias-conflicting examples of otherwise easy classes.
-    p_label = oof_probs[np.arange(n), labels]
-    class_acc = np.array([(predicted[labels == j] == j).mean() if (labels == j).any() else 0.0
-                          for j in range(len(classes))])
-    easy = class_acc[labels] >= config.easy_class_accuracy
-    spur_score = ((1.0 - p_label) * class_acc[labels]).astype(np.float32)
-    is_spur = (predicted != labels) & easy & ~is_mis
+    # Spurious: held-out misses inside suspected shortcut groups.
+    shortcuts = None
+    is_spur, spur_score = np.zeros(n, bool), np.zeros(n, np.float32)
+    if oof_logits is not None:
+        shortcuts = shortcut_groups(oof_logits, labels, classes, ids,
+                                    clusters_per_class=config.clusters_per_class,
+                                    min_group_size=config.min_group_size, accuracy_gap=config.accuracy_gap)
+        is_spur, spur_score = shortcuts.is_spurious, shortcuts.score
 
     # Suggested label: the most likely other class where the label is doubted.
     others = true_class.copy()
@@ -157,11 +180,17 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
             tag = f"{kind}: {text or 'combined score'}"
             reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
     for i in np.flatnonzero(is_spur):
-        tag = f"spurious: held-out predicts {classes[predicted[i]]!s} in a class it gets {class_acc[labels[i]]:.0%} right"
+        group = shortcuts.groups[shortcuts.group_index[i]]
+        tag = (f"spurious: held-out predicts {classes[predicted[i]]}; shortcut group {group.label}#{group.cluster} "
+               f"({group.size} examples, held-out accuracy {group.heldout_accuracy:.0%} vs "
+               f"{group.class_heldout_accuracy:.0%} for the class)")
         reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
 
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "is_mislabeled": is_mis, "is_outlier": is_out, "is_spurious": is_spur,
         "mislabeled_score": mis_score.astype(np.float32), "outlier_score": out_score,
         "spurious_score": spur_score, "suggested_label": [classes[j] for j in suggested], "reasons": reasons,
     })
+    attributes = (attribute_warnings(metadata, labels, margin=config.attribute_margin)
+                  if metadata is not None and len(metadata.columns) else [])
+    return Flags(table, shortcuts.groups if shortcuts else [], attributes)
