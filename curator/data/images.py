@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import threading
+import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -36,9 +37,10 @@ def is_image_file(path: Path) -> bool:
 
 
 def display_path(rel: str) -> str:
-    """``rel`` as one line of valid text: bytes of a non-UTF-8 name as ``\\xNN``, control characters escaped."""
+    """``rel`` as one line of valid text: bytes of a non-UTF-8 name as ``\\xNN``, line breaks and
+    other control characters escaped; anything else as it is."""
     text = os.fsencode(rel).decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
 def short_reason(exc: BaseException) -> str:
