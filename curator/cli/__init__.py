@@ -32,12 +32,14 @@ from .score import score  # noqa: E402
 from .export import export  # noqa: E402
 from .report import report  # noqa: E402
 from .apply import apply  # noqa: E402
+from .retrain import retrain  # noqa: E402
 
 main.add_command(score)
 main.add_command(plugins)
 main.add_command(export)
 main.add_command(report)
 main.add_command(apply)
+main.add_command(retrain)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,160 @@
+"""Memorization-Aware Training (Bayat et al. 2024, "The Pitfalls of Memorization").
+
+A model that can memorise fits its minority examples (the ones a shortcut gets wrong) one by one instead
+of learning the feature that explains them. MAT trains the final model f on logits shifted by what a
+*held-out* model believes about each training example:
+
+    p(y=i | ŷ=j)  ∝ Σ_x p_τ(ŷ=j | x) · 1[y_x = i]        estimated once, over the whole training set
+    p_ho(y | x)   = Σ_j p_τ(ŷ=j | x) · p(y | ŷ=j)
+    loss          = CE(f(x) + log max(p_ho(·|x), floor), y)    the shift is a constant (detached)
+
+and predicts with f(x) alone. Examples the held-out model already explains contribute little gradient;
+the ones it gets wrong — which memorisation would otherwise absorb — drive the learning.
+
+Held-out logits come from the cross-fitted proxies of a ``curator score`` run, from
+:func:`cross_fitted_logits`, or from :func:`xrm_holdout_logits` (XRM twins, Pezeshki et al. 2024).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .engine.training import _lr_at
+from .errors import ConfigError
+from .retrain import Hyper, fit, predict_logits
+
+
+def _soft(holdout_logits: np.ndarray | torch.Tensor, tau: float) -> torch.Tensor:
+    if tau <= 0:
+        raise ConfigError(f"--tau {tau}: the temperature must be positive")
+    z = torch.as_tensor(np.asarray(holdout_logits, dtype=np.float32))
+    return torch.softmax(z / tau, dim=1)
+
+
+def label_given_holdout(holdout_logits: np.ndarray, labels: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """(C, C) matrix ``P[j, i] = p(y=i | ŷ_ho=j)``; every row sums to 1.
+
+    holdout_logits: (N, C) logits of models that never trained on the row's example; labels: (N,) int.
+    Soft counts: example x adds p_τ(ŷ=j|x) to cell (j, y_x). A prediction no example makes (an empty row)
+    says nothing about y, so its row is uniform.
+    """
+    p = _soft(holdout_logits, tau).double()                       # (N, C)
+    n_classes = p.shape[1]
+    onehot = F.one_hot(torch.as_tensor(np.asarray(labels, dtype=np.int64)), n_classes).double()
+    joint = p.T @ onehot                                           # (C ŷ, C y)
+    mass = joint.sum(1, keepdim=True)
+    uniform = torch.full_like(joint, 1.0 / n_classes)
+    return torch.where(mass > 0, joint / mass.clamp_min(1e-300), uniform).float().numpy()
+
+
+def holdout_label_probs(holdout_logits: np.ndarray, labels: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """(N, C) ``p_ho(y|x) = Σ_j p_τ(ŷ=j|x) p(y|ŷ=j)``, with p(y|ŷ) from :func:`label_given_holdout`."""
+    p = _soft(holdout_logits, tau)
+    table = torch.from_numpy(label_given_holdout(holdout_logits, labels, tau))
+    return (p @ table).numpy()
+
+
+def log_prior(holdout_logits: np.ndarray, labels: np.ndarray, tau: float = 1.0, floor: float = 1e-3) -> np.ndarray:
+    """(N, C) float32 ``log max(p_ho(y|x), floor)``: the constant MAT adds to the model's logits.
+
+    The floor bounds the push an example can give: with p_ho = 1e-6 the model would have to raise the
+    label's logit by 14 nats to fit it, which is memorisation by another name.
+    """
+    if not 0 < floor < 1:
+        raise ConfigError(f"--floor {floor}: must be in (0, 1)")
+    return np.log(np.maximum(holdout_label_probs(holdout_logits, labels, tau), floor)).astype(np.float32)
+
+
+def adjusted_cross_entropy(logits: torch.Tensor, log_prior: torch.Tensor, labels: torch.Tensor,
+                           reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of ``logits + log_prior`` (B, C); no gradient flows into ``log_prior``."""
+    return F.cross_entropy(logits + log_prior.detach(), labels, reduction=reduction)
+
+
+def cross_fitted_logits(make_model: Callable[[], nn.Module], bank, labels: np.ndarray, hyper: Hyper, *,
+                        folds: int = 2, seed: int = 0, device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """(N, C) held-out logits: K models, each trained by :func:`curator.retrain.fit` on the other folds.
+
+    bank: anything with ``batch(index) -> (B, ...) float tensor`` over N examples; labels: (N,).
+    """
+    from .engine.training import assign_folds
+
+    labels = np.asarray(labels, dtype=np.int64)
+    fold_of = assign_folds(labels, folds, seed)
+    out = None
+    for k in range(folds):
+        torch.manual_seed(seed * 1009 + k)
+        model = make_model().to(device)
+        train = np.flatnonzero(fold_of != k)
+        fit(model, bank, train, labels[train], hyper, seed=seed * 7919 + k, device=device)
+        held = np.flatnonzero(fold_of == k)
+        logits = predict_logits(model, bank, held, device=device)
+        if out is None:
+            out = np.zeros((len(labels), logits.shape[1]), np.float32)
+        out[held] = logits
+    return out
+
+
+def xrm_holdout_logits(make_model: Callable[[], nn.Module], bank, labels: np.ndarray, n_classes: int,
+                       hyper: Hyper, *, seed: int = 0, device: torch.device = torch.device("cpu"),
+                       ) -> tuple[np.ndarray, list[nn.Module]]:
+    """Held-out logits from XRM twins (Pezeshki et al. 2024, "Discovering environments with XRM").
+
+    Two twins, each trained on a random half with a class-balanced loss. After every step each example
+    of the batch takes, with probability (p_max − 1/C)·C/(C−1), the label its *other* twin (which never
+    trains on it) predicts: confident held-out mistakes are echoed, so a twin cannot memorise its way past
+    the examples a shortcut gets wrong. Returns ((N, C) logits of the twin that did not train on each
+    example, [twin 0, twin 1]); the twins' average is a held-out predictor for any other data.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    gen = torch.Generator().manual_seed(seed)
+    half = (torch.randperm(n, generator=gen) % 2).numpy()            # (N,) the twin that trains on each row
+    twins = []
+    for t in range(2):
+        torch.manual_seed(seed * 1009 + t)
+        twins.append(make_model().to(device))
+    params = [p for m in twins for p in m.parameters()]
+    opt = torch.optim.SGD(params, lr=hyper.lr, momentum=hyper.momentum, nesterov=True,
+                          weight_decay=hyper.weight_decay)
+    dynamic = torch.as_tensor(labels.copy(), device=device)          # labels as flipped so far
+    half_dev = torch.as_tensor(half, device=device)
+    batch = min(hyper.batch_size, n)
+    total, step = hyper.epochs * math.ceil(n / batch), 0
+    for _ in range(hyper.epochs):
+        for m in twins:
+            m.train()
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            x = bank.batch(idx)
+            z = torch.stack([twins[0](x), twins[1](x)])               # (2, B, C)
+            mine = half_dev[idx.to(device)]
+            rows = torch.arange(len(idx), device=device)
+            z_in, z_out = z[mine, rows], z[1 - mine, rows]
+            y = dynamic[idx.to(device)]
+            losses = F.cross_entropy(z_in, y, reduction="none")
+            present = torch.unique(y)
+            loss = torch.stack([losses[y == c].mean() for c in present]).mean()
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, total, hyper.lr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            with torch.no_grad():
+                p_max, guess = torch.softmax(z_out.float(), 1).max(1)
+                chance = ((p_max - 1.0 / n_classes) * n_classes / (n_classes - 1)).clamp(0, 1)
+                flip = torch.bernoulli(chance.cpu(), generator=gen).bool().to(device)
+                dynamic[idx.to(device)] = torch.where(flip, guess, y)
+    holdout = np.zeros((n, n_classes), np.float32)
+    for t in range(2):
+        rows = np.flatnonzero(half != t)
+        holdout[rows] = predict_logits(twins[t], bank, rows, device=device)
+    return holdout, twins

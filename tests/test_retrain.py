@@ -1,0 +1,189 @@
+"""curator retrain: what each method trains on, the files it writes, and clean failures naming the option."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from curator.cli import main
+from curator.engine.models import ModelSpec, build_model
+from curator.retrain import RetrainConfig, Retrainer, accuracy_report, load_model, predict_logits
+from curator.data import load_dataset
+from curator.engine.inputs import InputBank
+
+NO_VAL = RetrainConfig(selection="last", epochs=1)
+
+
+@pytest.fixture(scope="module")
+def grouped_digits(noisy_digits, tmp_path_factory):
+    """400 of the digits as a manifest with a ``group`` column (digit < 5 x even/odd row)."""
+    root, _ = noisy_digits
+    out = tmp_path_factory.mktemp("grouped_digits")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))[::4][:400]
+    rows = []
+    for i, rel in enumerate(files):
+        label = rel.split("/")[0]
+        (out / label).mkdir(exist_ok=True)
+        Image.open(root / rel).save(out / rel)
+        rows.append({"path": rel, "label": label, "group": f"{'low' if int(label) < 5 else 'high'}-{i % 2}"})
+    pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trainer(noisy_digits, noisy_digits_run):
+    root, _ = noisy_digits
+    return Retrainer(root, run=noisy_digits_run, config=NO_VAL, device="cpu")
+
+
+def test_clean_drops_exactly_the_flagged_rows(trainer, noisy_digits_run):
+    rows, labels, _, info = trainer.plan("clean")
+    scores = noisy_digits_run.scores
+    flagged = set(scores["id"][scores["is_mislabeled"] | scores["is_outlier"]])
+    assert len(flagged) > 50
+    kept = {trainer.data.ids[r] for r in rows}
+    assert kept == set(trainer.data.ids) - flagged
+    assert info["dropped"] == len(flagged)
+    np.testing.assert_array_equal(labels, trainer.data.labels[rows])
+
+
+def test_clean_with_applied_reviews_trains_on_the_corrected_manifest(trainer, tmp_path):
+    ids = trainer.data.ids
+    keep = ids[100:]                                          # the first 100 were removed in review
+    labels = [trainer.classes[y] for y in trainer.data.labels[100:]]
+    labels[:5] = [trainer.classes[(trainer.data.labels[100 + i] + 1) % 10] for i in range(5)]   # relabelled
+    csv = tmp_path / "corrected_manifest.csv"
+    pd.DataFrame({"id": keep, "path": keep, "label": labels}).to_csv(csv, index=False)
+    reviewed = Retrainer(trainer.data, run=trainer.run, applied_reviews=csv, config=NO_VAL, device="cpu")
+    rows, new_labels, _, info = reviewed.plan("clean")
+    assert [ids[r] for r in rows] == keep
+    assert [trainer.classes[y] for y in new_labels] == labels
+    assert info["dropped"] == 100 and info["relabelled"] == 5
+
+
+def test_reweight_down_weights_suspects_and_balances_each_class_spurious_minority(trainer, noisy_digits_run):
+    rows, labels, kwargs, _ = trainer.plan("reweight")
+    weights = kwargs["weights"]
+    scores = noisy_digits_run.scores.iloc[trainer.run_rows()[rows]]
+    flagged = scores["is_mislabeled"].to_numpy(bool)
+    spurious = scores["is_spurious"].to_numpy(bool) & ~flagged
+    assert spurious.sum() > 10
+    np.testing.assert_allclose(weights[flagged], 1.0 - scores["mislabeled_score"][flagged], rtol=1e-6)
+    assert (weights[~flagged & ~spurious] == 1.0).all()
+    for c in np.unique(labels[spurious]):
+        minority, rest = (labels == c) & spurious, (labels == c) & ~spurious
+        assert weights[minority].sum() == pytest.approx(weights[rest].sum())
+
+
+@pytest.mark.parametrize("method, options", [("jtt", {}), ("mat", {"holdout": "xrm"}), ("groupdro", {})])
+def test_methods_without_a_run_train_and_report_on_true_groups(method, options, grouped_digits):
+    trainer = Retrainer(grouped_digits, config=RetrainConfig(epochs=2, val_fraction=0.25, **options), device="cpu")
+    result = trainer.train(method)
+    assert result.eval["n"] == 100 and 0 <= result.eval["worst_group_accuracy"] <= result.eval["accuracy"]
+    assert set(result.eval["per_group"]) == {"low-0", "low-1", "high-0", "high-1"}
+    assert result.val["groups"] == "true"
+
+
+@pytest.fixture(scope="module")
+def mat_out(noisy_digits, noisy_digits_run, grouped_digits, tmp_path_factory):
+    root, _ = noisy_digits
+    out = tmp_path_factory.mktemp("retrain") / "mat"
+    result = CliRunner().invoke(main, ["retrain", str(root), "--run", str(noisy_digits_run.path), "--method", "mat",
+                                       "--eval", str(grouped_digits), "--epochs", "2", "--tau", "0.5,1",
+                                       "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_retrain_prints_a_table_of_the_method_and_erm(mat_out):
+    out, output = mat_out
+    lines = output.strip().splitlines()
+    assert lines[-1] == str(out)
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    assert [line.split()[0] for line in lines[header + 1: header + 4]] == ["mat", "erm", "gain"]
+
+
+def test_metrics_json_reports_both_methods_on_the_eval_set(mat_out):
+    out, _ = mat_out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "mat" and set(metrics["results"]) == {"mat", "erm"}
+    assert metrics["eval"] == {"source": metrics["eval"]["source"], "n": 400, "groups": "true"}
+    for name, r in metrics["results"].items():
+        assert set(r["per_class"]) == {str(i) for i in range(10)}
+        assert set(r["per_group"]) == {"low-0", "low-1", "high-0", "high-1"}
+        assert r["worst_group_accuracy"] == min(g["accuracy"] for g in r["per_group"].values())
+        assert r["worst_group"] in r["per_group"] and sum(g["n"] for g in r["per_group"].values()) == 400
+        assert r["val"]["groups"] == "inferred"           # 10% of DATASET, class x held-out-correct
+    mat = metrics["results"]["mat"]
+    assert mat["selected"]["tau"] in (0.5, 1.0) and mat["selected"]["floor"] == 0.001
+    assert mat["training"]["holdout"] == "proxies"
+    table = np.array(mat["training"]["p_y_given_holdout"])
+    np.testing.assert_allclose(table.sum(1), 1.0, atol=1e-3)
+    assert metrics["gain"]["worst_group_accuracy"] == pytest.approx(
+        mat["worst_group_accuracy"] - metrics["results"]["erm"]["worst_group_accuracy"], abs=1e-4)
+
+
+def test_model_pt_is_a_state_dict_that_reproduces_the_reported_accuracy(mat_out, grouped_digits):
+    out, _ = mat_out
+    state = torch.load(out / "model.pt", weights_only=True)
+    info = json.loads((out / "model.json").read_text())
+    model = build_model(ModelSpec.from_dict(info["spec"]))
+    model.load_state_dict(state)
+    loaded, normalizer, classes = load_model(out)
+    data = load_dataset(grouped_digits)
+    labels = np.array([classes.index(data.classes[y]) for y in data.labels])
+    logits = predict_logits(loaded, InputBank(data.inputs, normalizer, torch.device("cpu")), np.arange(len(data)))
+    report = accuracy_report(logits.argmax(1), labels, classes, data.metadata["group"].to_numpy())
+    metrics = json.loads((out / "metrics.json").read_text())["results"]["mat"]
+    assert report["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert report["worst_group_accuracy"] == pytest.approx(metrics["worst_group_accuracy"])
+
+
+def _retrain(tmp_path, *args):
+    out = tmp_path / "out"
+    return CliRunner().invoke(main, ["retrain", *map(str, args), "--out", str(out), "--quiet"]), out
+
+
+def _assert_clean_failure(result, out, *needles):
+    assert result.exit_code != 0
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error:"), result.output
+    for needle in needles:
+        assert needle in message, message
+    assert not out.exists()
+
+
+def test_unknown_method_names_the_option(tmp_path, noisy_digits):
+    result, out = _retrain(tmp_path, noisy_digits[0], "--method", "foo")
+    _assert_clean_failure(result, out, "--method", "foo")
+
+
+@pytest.mark.parametrize("method", ["mat", "clean", "reweight"])
+def test_a_method_that_needs_a_run_says_so(tmp_path, noisy_digits, method):
+    result, out = _retrain(tmp_path, noisy_digits[0], "--method", method)
+    _assert_clean_failure(result, out, f"--method {method}", "--run")
+
+
+def test_groupdro_without_true_groups_names_the_column(tmp_path, noisy_digits):
+    result, out = _retrain(tmp_path, noisy_digits[0], "--method", "groupdro", "--epochs", "1")
+    _assert_clean_failure(result, out, "groupdro", "'group'")
+
+
+def test_bad_tau_names_the_option(tmp_path, noisy_digits, noisy_digits_run):
+    result, out = _retrain(tmp_path, noisy_digits[0], "--run", noisy_digits_run.path, "--tau", "0")
+    _assert_clean_failure(result, out, "--tau")
+
+
+def test_an_eval_set_of_another_shape_is_refused(tmp_path, noisy_digits, noisy_digits_run):
+    other = tmp_path / "big"
+    for c in ("0", "1"):
+        (other / c).mkdir(parents=True)
+        Image.new("L", (16, 16), 200).save(other / c / "a.png")
+    result, out = _retrain(tmp_path, noisy_digits[0], "--method", "erm", "--eval", other)
+    _assert_clean_failure(result, out, "--eval", "(1, 16, 16)")
