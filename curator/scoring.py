@@ -226,15 +226,15 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     t0 = time.perf_counter()
     informing = {f"score_{col}": kinds for e in selected if scorer_log[e.scorer.name]["status"] == "done"
                  for col, kinds in e.scorer.column_issues().items() if f"score_{col}" in columns}
-    insample = Dynamics(root / "artifacts").ema_probs()
     flags = flag({c: columns[c] for c in informing}, informing, oof_probs, examples.labels, examples.classes,
-                 flag_config, insample_probs=insample)
+                 examples.ids, flag_config, insample_probs=Dynamics(root / "artifacts").ema_probs(),
+                 oof_logits=trained.oof_logits, metadata=examples.metadata)
     timings["flag"] = _done(t0)
 
     scores = pd.DataFrame({
         "id": examples.ids, "path": examples.paths,
         "label": [examples.classes[j] for j in examples.labels], "fold": trained.folds.astype(np.int16)})
-    scores = pd.concat([scores, pd.DataFrame(columns), flags], axis=1)
+    scores = pd.concat([scores, pd.DataFrame(columns), flags.table], axis=1)
     queue = store.review_queue(scores)
     write_parquet(root / "scores.parquet", scores)
     write_npy(root / "oof_probs.npy", oof_probs)
@@ -263,7 +263,9 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "stages": timings,
         "scorers": scorer_log,
         "plugin_load_errors": registry.load_errors,
-        "flag_counts": {k: int(flags[f"is_{k}"].sum()) for k in ("mislabeled", "outlier", "spurious")},
+        "flag_counts": {k: int(flags.table[f"is_{k}"].sum()) for k in ("mislabeled", "outlier", "spurious")},
+        "spurious_groups": [g.to_dict() for g in flags.spurious_groups],
+        "spurious_attributes": flags.spurious_attributes,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__},
     })
