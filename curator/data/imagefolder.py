@@ -52,14 +52,19 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _walk(folder: Path, rel: str, cls: str, root: Path, seen: set, listing: Listing, on_error: str) -> None:
-    """Add every image below ``folder`` (``rel`` from the root) to ``listing`` as class ``cls``."""
+def _walk(folder: Path, rel: str, cls: str, root: Path, seen: set, listing: Listing, on_error: str) -> bool:
+    """Add every image below ``folder`` (``rel`` from the root) to ``listing`` as class ``cls``.
+
+    Returns False when ``folder`` itself was skipped (unreadable, or already read: a symlink loop).
+    """
     try:
         st = folder.stat()
     except OSError as exc:
-        return _skip(listing, root, rel + "/", f"folder cannot be read ({type(exc).__name__})", on_error, True)
+        _skip(listing, root, rel + "/", f"folder cannot be read ({type(exc).__name__})", on_error, True)
+        return False
     if (st.st_dev, st.st_ino) in seen:
-        return _skip(listing, root, rel + "/", "symlink loop: folder already read", on_error, True)
+        _skip(listing, root, rel + "/", "symlink loop: folder already read", on_error, True)
+        return False
     seen.add((st.st_dev, st.st_ino))
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith("."):
@@ -70,11 +75,12 @@ def _walk(folder: Path, rel: str, cls: str, root: Path, seen: set, listing: List
         elif _is_dir(entry):                     # follows symlinks; loops are caught by ``seen``
             _walk(Path(entry.path), child, cls, root, seen, listing, on_error)
         elif not is_image_file(Path(entry.name)):
-            _skip(listing, root, child, f"not an image file (suffix {Path(entry.name).suffix or 'none'!r})",
-                  on_error, False)
+            suffix = Path(entry.name).suffix or "none"
+            _skip(listing, root, child, f"not an image file (suffix {suffix!r})", on_error, False)
         else:
             listing.paths.append(child)
             listing.labels.append(cls)
+    return True
 
 
 def list_image_folder(root: Path, on_error: str = "skip") -> Listing:
@@ -88,9 +94,9 @@ def list_image_folder(root: Path, on_error: str = "skip") -> Listing:
             _skip(listing, root, entry.name, f"folder {NOT_UTF8}", on_error, True)
         elif _is_dir(entry):
             before = len(listing.paths)
-            _walk(Path(entry.path), entry.name, entry.name, root, seen, listing, on_error)
-            if len(listing.paths) == before and not any(s["path"] == display_path(entry.name + "/") for s in listing.skipped):
-                listing.skipped.append({"path": display_path(entry.name + "/"), "reason": "class folder holds no images"})
+            if _walk(Path(entry.path), entry.name, entry.name, root, seen, listing, on_error) \
+                    and len(listing.paths) == before:
+                _skip(listing, root, entry.name + "/", "class folder holds no images", on_error, False)
         elif is_image_file(Path(entry.name)):
             _skip(listing, root, entry.name, "not inside a class folder", on_error, False)
     return listing

@@ -139,10 +139,9 @@ def decode_images(root: Path, rel_paths: list[str], *, max_side: int = 64, on_er
             skipped.append({"path": display_path(rel_paths[i]), "reason": probe})
         else:
             ok.append(i)
-    if not ok:
+    if not ok:  # rel_paths is never empty, so neither is skipped
         raise DatasetError(f"{root}: no readable images found ({len(skipped)} unreadable, "
-                           f"e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else
-                           f"{root}: no readable images found")
+                           f"e.g. {skipped[0]['path']}: {skipped[0]['reason']})")
     sides = [max(probes[i][0], probes[i][1]) for i in ok]
     side = int(np.clip(np.median(sides), 8, max_side))
     channels = 3 if any(probes[i][2] for i in ok) else 1
@@ -175,9 +174,11 @@ def decode_images(root: Path, rel_paths: list[str], *, max_side: int = 64, on_er
     if failures:
         if on_error == "fail":
             j = min(failures)
-            raise DatasetError(f"{root / display_path(rel_paths[ok[j]])}: {failures[j]} (--on-error skip leaves it out)")
+            raise DatasetError(f"{root / display_path(rel_paths[ok[j]])}: {failures[j]} "
+                               "(--on-error skip leaves it out)")
         if len(failures) == len(ok):
-            raise DatasetError(f"{root}: no readable images found (e.g. {display_path(rel_paths[ok[0]])}: {failures[0]})")
+            raise DatasetError(f"{root}: no readable images found ({len(failures)} cannot be decoded, "
+                               f"e.g. {display_path(rel_paths[ok[0]])}: {failures[0]})")
         keep = [j for j in range(len(ok)) if j not in failures]
         skipped += [{"path": display_path(rel_paths[ok[j]]), "reason": r} for j, r in sorted(failures.items())]
         inputs = cached_array(key + "-" + fingerprint(sorted(failures)), (len(keep), channels, side, side),

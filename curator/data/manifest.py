@@ -41,7 +41,8 @@ def read_frame(path: Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
         raise DatasetError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                            "save it as UTF-8") from exc
     except Exception as exc:
-        raise DatasetError(f"{path}: cannot be read as a {path.suffix.lstrip('.')} table ({short_reason(exc)})") from exc
+        kind = path.suffix.lstrip(".")
+        raise DatasetError(f"{path}: cannot be read as a {kind} table ({short_reason(exc)})") from exc
 
 
 def safe_relative(path: str, where: Path) -> str:
