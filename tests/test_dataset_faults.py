@@ -89,10 +89,10 @@ def test_truncated_corrupt_and_empty_images_are_skipped_with_their_reason(tmp_pa
     (root / "b" / "zero.jpg").write_bytes(b"")
     with pytest.warns(UserWarning, match=r"skipped 3 file\(s\)"):
         examples = curator.load_dataset(root)
-    assert reasons(examples) == {
-        "a/garbage.png": "not a readable image (unknown format or damaged header)",
-        "a/truncated.png": "cannot decode image (OSError: image file is truncated)",
-        "b/zero.jpg": "empty file"}
+    found = reasons(examples)
+    assert found.pop("a/truncated.png").startswith("cannot decode image (OSError: image file is truncated")
+    assert found == {"a/garbage.png": "not a readable image (unknown format or damaged header)",
+                     "b/zero.jpg": "empty file"}
     assert sorted(examples.ids) == sorted([f"a/{i}.png" for i in range(6)] + [f"b/{i}.png" for i in range(6, 12)])
 
 
@@ -246,9 +246,9 @@ def test_a_single_example_class_and_unicode_names_score_end_to_end(tmp_path):
     assert run.classes == ["solo", "zero zéro", "один"] and run.oof_probs.shape == (25, 3)
     assert run.scores.loc[run.scores["label"] == "solo", "id"].tolist() == ["solo/40.png"]
     assert "один/12 copy.png" in set(run.scores["id"])
-    assert {s["path"]: s["reason"] for s in run.manifest["dataset"]["skipped_files"]} == {
-        "solo/caf\\xe9.png": "file name is not valid UTF-8; rename it",
-        "один/cut.png": "cannot decode image (OSError: image file is truncated)"}
+    skipped = {s["path"]: s["reason"] for s in run.manifest["dataset"]["skipped_files"]}
+    assert skipped.pop("один/cut.png").startswith("cannot decode image (OSError: image file is truncated")
+    assert skipped == {"solo/caf\\xe9.png": "file name is not valid UTF-8; rename it"}
 
 
 # --- manifests ---------------------------------------------------------------------------------------
