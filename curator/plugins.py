@@ -110,5 +110,13 @@ def load_scorers(extra_plugins: Iterable[object] = (), *, entry_points_enabled: 
                                   f"(plugin {other.plugin!r}) and by {_from[1]} (plugin {_from[0]!r})")
             registry.scorers[scorer.name] = RegisteredScorer(scorer, *_from)
 
-        impl.function(register=register) if "register" in impl.argnames else impl.function()
+        try:
+            impl.function(register=register) if "register" in impl.argnames else impl.function()
+        except PluginError:
+            raise                     # a contract breach (duplicate name, bad record) names its culprit
+        except Exception as exc:
+            warnings.warn(f"plugin {plugin_name!r} from {package} failed in register_scorers and is skipped: "
+                          f"{type(exc).__name__}: {exc}", stacklevel=2)
+            registry.load_errors.append({"plugin": plugin_name, "package": package,
+                                         "error": f"register_scorers: {type(exc).__name__}: {exc}"})
     return registry

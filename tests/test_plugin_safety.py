@@ -319,3 +319,15 @@ def test_strict_mode_makes_a_failing_scorer_fatal_with_no_run(monkeypatch, tmp_p
     assert result.output.strip() == ("Error: scorer 'has_inf' failed: PluginError: scorer 'has_inf': column 'has_inf' "
                                      "has 24 NaN/inf values")
     assert not out.exists() and not out.with_name("run.partial").exists()
+
+
+def test_a_plugin_whose_register_hook_raises_is_skipped_and_recorded():
+    class Crashing:
+        @curator.hookimpl
+        def register_scorers(self, register):
+            raise RuntimeError("boom")
+
+    with pytest.warns(UserWarning, match="failed in register_scorers"):
+        registry = curator.load_scorers([Crashing()])
+    assert "learning_speed" in registry
+    assert any("boom" in e["error"] for e in registry.load_errors)
