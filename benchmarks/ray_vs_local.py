@@ -1,0 +1,105 @@
+"""Wall-clock time of `curator score` with the local backend against the Ray backend, on this machine.
+
+Real Fashion-MNIST images (Debian's dataset-fashion-mnist; scikit-learn's digits when absent) with
+10% flipped labels, written once as an .npz. Four runs with the same seed:
+
+- local: the folds train one after another in this process (torch's default thread count);
+- local, 1 thread per ... : the same with as many torch threads as each Ray fold task gets;
+- ray, cold: `--backend ray` starting its own Ray instance on this machine (start-up included);
+- ray, warm: a Ray instance already running (`ray.init()` before the call), as on a cluster.
+
+Prints a Markdown table: total and train-stage seconds, and how far each run's scores are from those
+of the local run with the Ray tasks' thread count (CPU runs agree bit for bit only at equal thread
+counts; see docs/ray.md).
+
+    .venv/bin/python benchmarks/ray_vs_local.py --n 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from realdata import fashion_mnist_available, load_digits_images, load_fashion_mnist, symmetric_noise  # noqa: E402
+
+
+def build(path: Path, n: int, seed: int) -> str:
+    if fashion_mnist_available():
+        images, labels = load_fashion_mnist("train")
+        source = "Fashion-MNIST"
+    else:
+        images, labels = load_digits_images()
+        source = "scikit-learn digits"
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(labels), min(n, len(labels)), replace=False))
+    noisy = symmetric_noise(labels[keep], 0.1, 10, rng)
+    np.savez(path, X=images[keep], y=noisy)
+    return f"{len(keep)} {source} images, 10% labels flipped"
+
+
+def timed(label: str, **kwargs) -> tuple[str, float, "object"]:
+    import curator
+
+    started = time.perf_counter()
+    run = curator.score(progress=False, **kwargs)
+    return label, time.perf_counter() - started, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20000, help="images")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--scorers", default="learning_speed,early_learning")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--address", help="an existing Ray cluster for the warm run [a local instance]")
+    args = parser.parse_args()
+
+    import ray
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="curator-ray-bench-"))
+    os.environ.setdefault("CURATOR_CACHE_DIR", str(work / "cache"))
+    try:
+        data = work / "data.npz"
+        what = build(data, args.n, args.seed)
+        common = dict(dataset=data, scorers=args.scorers, epochs=args.epochs, seed=args.seed)
+        threads = torch.get_num_threads()
+        rows = [timed(f"local, {threads} threads", out=work / "local", **common),
+                timed("ray, cold (starts Ray)", out=work / "ray-cold", backend="ray", **common)]
+        # The local run with the arithmetic of the Ray tasks: as many torch threads as CPUs each got.
+        task_threads = int(rows[1][2].manifest["config"]["backend"]["fold_resources"].get("num_cpus", 1))
+        torch.set_num_threads(task_threads)
+        rows.insert(1, timed(f"local, {task_threads} thread(s)", out=work / "local-matched", **common))
+        torch.set_num_threads(threads)
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        try:
+            rows.append(timed("ray, warm (Ray running)", out=work / "ray-warm", backend="ray", **common))
+        finally:
+            ray.shutdown()
+
+        reference = rows[1][2].scores
+        columns = [f"score_{name.strip()}" for name in args.scorers.split(",")]
+        print(f"{what}; {args.epochs} epochs, 2 folds, scorers {args.scorers}; {os.cpu_count()} CPUs\n")
+        print(f"| backend | total s | train stage s | fold resources | max abs. diff of {', '.join(columns)} "
+              f"vs local, {task_threads} thread(s) | same mislabel flags |")
+        print("|---|---:|---:|---|---:|---|")
+        for label, seconds, run in rows:
+            backend = run.manifest["config"]["backend"]
+            diff = max(float(np.abs(run.scores[c].to_numpy() - reference[c].to_numpy()).max()) for c in columns)
+            same = bool((run.scores["is_mislabeled"] == reference["is_mislabeled"]).all())
+            print(f"| {label} | {seconds:.1f} | {run.manifest['stages']['train']['seconds']:.1f} | "
+                  f"{backend.get('fold_resources', 'this process')} | {diff:.2g} | {same} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
