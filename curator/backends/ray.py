@@ -72,13 +72,14 @@ class RayBackend(Backend):
 
     def start(self, device: torch.device) -> torch.device:
         if not ray.is_initialized():
-            # No address: a Ray instance on this machine (or the cluster named by $RAY_ADDRESS).
+            # No address: $RAY_ADDRESS, else a cluster `ray start`ed on this machine, else a new instance here.
             extra = {"include_dashboard": False} if self.address is None else {}
             try:
                 ray.init(address=self.address, log_to_driver=False, **extra)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise ConfigError(f"--address {self.address}: cannot connect to a Ray cluster "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+                option = f"--address {self.address}" if self.address else "--backend ray"
+                reason = (str(exc).splitlines() or [""])[0]
+                raise ConfigError(f"{option}: cannot connect to a Ray cluster ({type(exc).__name__}: {reason})") from exc
             self._connected_here = True
         self._gpus = ray.cluster_resources().get("GPU", 0) >= 1
         return torch.device("cuda" if self._gpus else "cpu")
