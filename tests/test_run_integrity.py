@@ -133,3 +133,28 @@ def test_hanging_nan_and_raising_scorers_are_reported_by_name_and_left_out(noisy
     assert log["raises"]["status"] == "failed" and "ZeroDivisionError" in log["raises"]["error"]
     assert log["learning_speed"]["status"] == "done"
     assert [c for c in run.scores.columns if c.startswith("score_")][0] == "score_learning_speed"
+
+
+@pytest.mark.parametrize("delay", [1.5, 3.5, 6.0])
+def test_sigkill_at_any_point_leaves_a_complete_run_or_a_resumable_partial(noisy_digits, tmp_path, delay):
+    root, _ = noisy_digits
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "curator", "score", str(root), "--out", str(out), "--epochs", "2",
+           "--scorers", "learning_speed,early_learning,kernel_density", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = store.partial_dir(out)
+    if out.exists():                                        # finished before the kill: complete
+        assert curator.Run(out).manifest["status"] == "complete" and not partial.exists()
+        return
+    assert not out.exists()
+    if (partial / "manifest.json").exists():
+        assert json.loads((partial / "manifest.json").read_text())["status"] == "partial"
+        assert not (partial / "scores.parquet").exists()
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    run = curator.Run(out)
+    assert run.manifest["status"] == "complete" and len(run.scores) == 1797
+    assert not partial.exists()

@@ -1,0 +1,5 @@
+"""`python -m curator` is the `curator` command."""
+
+from .cli import main
+
+main()
