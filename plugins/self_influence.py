@@ -80,7 +80,7 @@ def score_self_influence(ctx: curator.ScoreContext) -> np.ndarray:
     sq_norms = last_layer_sq_norms if mode == "last_layer" else full_sq_norms
 
     score = np.zeros(ctx.n_examples, np.float64)
-    labels = torch.as_tensor(ctx.labels, dtype=torch.long)
+    labels = torch.as_tensor(np.array(ctx.labels), dtype=torch.long)
     checkpoints = ctx.checkpoints
     for ckpt in ctx.progress(checkpoints, desc=f"self_influence ({mode})", total=len(checkpoints), unit="checkpoint"):
         model = ctx.load_model(ckpt.fold, ckpt.epoch)
