@@ -60,7 +60,7 @@ def holdout_label_probs(holdout_logits: np.ndarray, labels: np.ndarray, tau: flo
     return (p @ table).numpy()
 
 
-def log_prior(holdout_logits: np.ndarray, labels: np.ndarray, tau: float = 1.0, floor: float = 1e-3) -> np.ndarray:
+def log_prior(holdout_logits: np.ndarray, labels: np.ndarray, tau: float = 1.0, floor: float = 0.01) -> np.ndarray:
     """(N, C) float32 ``log max(p_ho(y|x), floor)``: the constant MAT adds to the model's logits.
 
     The floor bounds the push an example can give: with p_ho = 1e-6 the model would have to raise the
@@ -133,26 +133,32 @@ def xrm_holdout_logits(make_model: Callable[[], nn.Module], bank, labels: np.nda
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, batch):
             idx = order[start:start + batch]
-            x = bank.batch(idx)
-            z = torch.stack([twins[0](x), twins[1](x)])               # (2, B, C)
+            x, y = bank.batch(idx), dynamic[idx.to(device)]
             mine = half_dev[idx.to(device)]
-            rows = torch.arange(len(idx), device=device)
-            z_in, z_out = z[mine, rows], z[1 - mine, rows]
-            y = dynamic[idx.to(device)]
-            losses = F.cross_entropy(z_in, y, reduction="none")
-            present = torch.unique(y)
-            loss = torch.stack([losses[y == c].mean() for c in present]).mean()
+            losses, guesses, confidence, rows = [], [], [], []
+            for t in (0, 1):
+                sel = torch.nonzero(mine == t).squeeze(1)
+                if len(sel) == 0:
+                    continue
+                losses.append(F.cross_entropy(twins[t](x[sel]).float(), y[sel], reduction="none"))
+                with torch.no_grad():         # the sibling's held-out guess on the same rows
+                    p_max, guess = torch.softmax(twins[1 - t](x[sel]).float(), 1).max(1)
+                guesses.append(guess)
+                confidence.append(p_max)
+                rows.append(sel)
+            rows_t, losses_t = torch.cat(rows), torch.cat(losses)
+            y_rows = y[rows_t]
+            loss = torch.stack([losses_t[y_rows == c].mean() for c in torch.unique(y_rows)]).mean()
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, hyper.lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            with torch.no_grad():
-                p_max, guess = torch.softmax(z_out.float(), 1).max(1)
-                chance = ((p_max - 1.0 / n_classes) * n_classes / (n_classes - 1)).clamp(0, 1)
-                flip = torch.bernoulli(chance.cpu(), generator=gen).bool().to(device)
-                dynamic[idx.to(device)] = torch.where(flip, guess, y)
+            chance = ((torch.cat(confidence) - 1.0 / n_classes) * n_classes / (n_classes - 1)).clamp(0, 1)
+            flip = torch.bernoulli(chance.cpu(), generator=gen).bool().to(device)
+            y_new = torch.where(flip, torch.cat(guesses), y_rows)
+            dynamic[idx.to(device)[rows_t]] = y_new
     holdout = np.zeros((n, n_classes), np.float32)
     for t in range(2):
         rows = np.flatnonzero(half != t)

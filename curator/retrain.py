@@ -84,7 +84,7 @@ class RetrainConfig:
     weight_decays: tuple[float, ...] = (5e-4,)
     width: int = 16
     taus: tuple[float, ...] = (1.0,)
-    floor: float = 1e-3
+    floor: float = 0.01
     holdout: str = "proxies"
     jtt_epochs: int = 1
     upweights: tuple[float, ...] = (10.0,)
@@ -407,10 +407,10 @@ class Retrainer:
 
         if eval is not None:
             ex = _load(eval, "--eval", loader)
+            groups = _groups(ex)
             self.eval = EvalSet(f"--eval {ex.root}", InputBank(ex.inputs, self.normalizer, self.device),
-                                np.arange(len(ex)), _aligned(ex, self.data, "--eval"), _groups(ex), "true")
-            if self.eval.groups is None:
-                self.eval.group_source = None
+                                np.arange(len(ex)), _aligned(ex, self.data, "--eval"), groups,
+                                "true" if groups is not None else None)
         else:
             self.eval = self.val
         if self.val is None and (len(config.lrs) > 1 or len(config.weight_decays) > 1 or len(config.taus) > 1
@@ -461,7 +461,7 @@ class Retrainer:
                 self._holdout = logits[self.run_rows()].astype(np.float32)
         return self._holdout
 
-    def _holdout_models(self) -> list[nn.Module]:
+    def holdout_models(self) -> list[nn.Module]:
         """Models that never saw a validation example: the twins or the run's last fold checkpoints."""
         if self.config.holdout == "xrm" and self._twins is not None:
             return self._twins
@@ -495,7 +495,7 @@ class Retrainer:
         else:
             if self.run is None and self._twins is None:
                 return
-            models = self._holdout_models()
+            models = self.holdout_models()
             probs = sum(torch.softmax(torch.from_numpy(predict_logits(m, val.bank, val.rows, device=self.device)), 1)
                         for m in models)
             logits = np.log(probs.numpy() + 1e-12)

@@ -17,6 +17,15 @@ from curator.retrain import Hyper, TensorBank, fit, predict_logits
 HARD = 0.01   # a temperature that turns logits of ±10 into hard predictions
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny linear models: extra threads only add synchronisation cost (and stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def hard_logits(predicted: list[int], n_classes: int) -> np.ndarray:
     return np.where(np.eye(n_classes)[predicted] > 0, 10.0, -10.0).astype(np.float32)
 

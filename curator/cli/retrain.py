@@ -54,7 +54,7 @@ def _table(metrics: dict) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--holdout", type=click.Choice(HOLDOUTS), help="MAT held-out logits: the run's proxies or XRM twins [proxies].")
 @click.option("--tau", callback=_floats("--tau"), help="MAT temperature(s), comma-separated grid [1].")
-@click.option("--floor", type=float, help="MAT floor of p_ho(y|x) [0.001].")
+@click.option("--floor", type=float, help="MAT floor of p_ho(y|x) [0.01].")
 @click.option("--lr", callback=_floats("--lr"), help="Learning rate(s) [0.05].")
 @click.option("--weight-decay", callback=_floats("--weight-decay"), help="Weight decay(s) [5e-4].")
 @click.option("--upweight", callback=_floats("--upweight"), help="JTT error-set upsampling λ grid [10].")
