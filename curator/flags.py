@@ -13,7 +13,12 @@
   when any outlier column puts it more than ``outlier_z`` (3.0) robust standard deviations
   (median/MAD) into its tail, capped by ``max_flag_rate``. Columns that are already ranks (bounded,
   no tail) inform the score and the order but never fire the flag on their own.
-- spurious: the held-out misses inside suspected shortcut groups (see ``curator.spurious``).
+- spurious: the held-out misses inside suspected shortcut groups (see ``curator.spurious``). A group
+  whose members sit in the outlier tail (median ``outlier_score`` >= ``outlier_group_percentile``) is
+  an out-of-distribution group instead — a batch of foreign images that look alike, which no density
+  tail singles out because they are dense among themselves — and its misses are flagged as outliers.
+  A group whose misses are mostly flagged mislabeled is a cluster of label errors, not a shortcut;
+  and no example flagged mislabeled is also flagged spurious.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class FlagConfig:
     clusters_per_class: int = 4
     min_group_size: int = 10
     accuracy_gap: float = 0.3
+    outlier_group_percentile: float = 0.9
     attribute_margin: float = 0.2
 
     def __post_init__(self) -> None:
@@ -165,7 +171,24 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
         shortcuts = shortcut_groups(oof_logits, labels, classes, ids,
                                     clusters_per_class=config.clusters_per_class,
                                     min_group_size=config.min_group_size, accuracy_gap=config.accuracy_gap)
-        is_spur, spur_score = shortcuts.is_spurious, shortcuts.score
+        is_spur, spur_score = shortcuts.is_spurious.copy(), shortcuts.score
+        for index, group in enumerate(shortcuts.groups):
+            members = shortcuts.group_index == index
+            misses = members & shortcuts.is_spurious
+            if is_mis[misses].mean() >= 0.5:
+                # Mostly label errors that look like their true class: a mislabel cluster, not a shortcut.
+                group.kind = "mislabeled"
+                is_spur &= ~members
+            elif out_names and np.median(out_score[members]) >= config.outlier_group_percentile:
+                group.kind = "outlier"
+                moved = members & is_spur
+                is_out |= moved
+                is_spur &= ~moved
+        is_spur &= ~is_mis
+        if is_out.sum() > cap:
+            keep = np.flatnonzero(is_out)[np.argsort(-out_score[is_out], kind="stable")[:cap]]
+            is_out[:] = False
+            is_out[keep] = True
 
     # Suggested label: the most likely other class where the label is doubted.
     others = true_class.copy()
@@ -179,11 +202,15 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
         for i, text in zip(rows, texts):
             tag = f"{kind}: {text or 'combined score'}"
             reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
-    for i in np.flatnonzero(is_spur):
+    in_groups = np.flatnonzero(shortcuts.group_index >= 0) if shortcuts else []
+    for i in in_groups:
         group = shortcuts.groups[shortcuts.group_index[i]]
-        tag = (f"spurious: held-out predicts {classes[predicted[i]]}; shortcut group {group.label}#{group.cluster} "
-               f"({group.size} examples, held-out accuracy {group.heldout_accuracy:.0%} vs "
-               f"{group.class_heldout_accuracy:.0%} for the class)")
+        if not (is_spur[i] or (is_out[i] and group.kind == "outlier")) or group.kind == "mislabeled":
+            continue
+        what = "shortcut group" if group.kind == "shortcut" else "out-of-distribution group"
+        tag = (f"{'spurious' if group.kind == 'shortcut' else 'outlier'}: held-out predicts {classes[predicted[i]]}; "
+               f"{what} {group.label}#{group.cluster} ({group.size} examples, held-out accuracy "
+               f"{group.heldout_accuracy:.0%} vs {group.class_heldout_accuracy:.0%} for the class)")
         reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
 
     table = pd.DataFrame({

@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.cluster import KMeans
 
 
-@dataclass(frozen=True)
+@dataclass
 class ShortcutGroup:
     """A cluster of one class that the held-out model gets wrong far more often than the class."""
 
@@ -30,9 +30,10 @@ class ShortcutGroup:
     heldout_accuracy: float
     class_heldout_accuracy: float
     ids: list[str]
+    kind: str = "shortcut"          # or "outlier" / "mislabeled": set by the flagger
 
     def to_dict(self) -> dict:
-        return {"class": self.label, "cluster": self.cluster, "size": self.size,
+        return {"class": self.label, "cluster": self.cluster, "kind": self.kind, "size": self.size,
                 "heldout_accuracy": round(self.heldout_accuracy, 4),
                 "class_heldout_accuracy": round(self.class_heldout_accuracy, 4), "ids": self.ids}
 
