@@ -141,7 +141,10 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     flag_opts = dict(file_cfg.get("flags", {}))
     if max_flag_rate is not None:
         flag_opts["max_flag_rate"] = max_flag_rate
-    flag_config = FlagConfig(**flag_opts)
+    try:
+        flag_config = FlagConfig(**flag_opts)
+    except TypeError as exc:
+        raise ConfigError(f"[flags] in {config}: {exc}") from exc
     scorer_options = file_cfg.get("scorers", {})
     scorer_timeout = scorer_timeout if scorer_timeout is not None else opts.get("scorer_timeout")
     device_t = select_device(device or opts.get("device", "auto"))

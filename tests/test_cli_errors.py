@@ -69,3 +69,11 @@ def test_help_says_what_is_produced_where():
     assert result.exit_code == 0
     for needle in ("scores.parquet", "manifest.json", "review_queue.csv", "--out"):
         assert needle in result.output
+
+
+def test_an_unknown_flags_setting_in_the_config_is_named(tmp_path, noisy_digits):
+    root, _ = noisy_digits
+    config = tmp_path / "curator.toml"
+    config.write_text("[flags]\nmax_flag_rat = 0.1\n")
+    result, out = _score(tmp_path, root, "--config", str(config))
+    _assert_clean_failure(result, out, "[flags]", "max_flag_rat")
