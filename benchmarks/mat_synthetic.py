@@ -7,7 +7,7 @@ their noise dimensions instead of leaning on the core feature; ERM does so, and 
 MAT adds the log of held-out label probabilities (from a K-fold cross-fit of the same linear model, or XRM
 twins) to the logits during training and predicts with the model alone.
 
-    .venv/bin/python benchmarks/mat_synthetic.py [--seeds 5] [--epochs 50] [--tau 1]
+    .venv/bin/python benchmarks/mat_synthetic.py [--seeds 10] [--epochs 50] [--tau 1]
 
 Writes benchmarks/results/retrain_synthetic.md.
 """
@@ -72,7 +72,7 @@ def one_seed(seed: int, hyper: Hyper, tau: float, floor: float, folds: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -104,7 +104,7 @@ def main() -> None:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     first = [m for m in runs[0] if m != "ERM"][0]
     lines += ["", f"p(y | ŷ_ho) of the first seed ({first}; rows ŷ_ho, columns y): "
-              f"{np.round(runs[0][first]['p(y|ŷ)'], 3).tolist()}"]
+              f"{np.round(runs[0][first]['p(y|ŷ)'].astype(float), 3).tolist()}"]
     text = "\n".join(lines) + "\n"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text)

@@ -153,8 +153,9 @@ def main() -> None:
              "| method | worst-group test | average test | conflicting groups (mean) | aligned groups (mean) | "
              "worst group | val worst-group | selected | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        worst = r["worst group"].replace("|", "\\|")          # a bare | would split the Markdown cell
         lines.append(f"| {r['method']} | {r['worst-group test']:.3f} | {r['average test']:.3f} | "
-                     f"{r['conflicting test']:.3f} | {r['aligned test']:.3f} | {r['worst group']} | "
+                     f"{r['conflicting test']:.3f} | {r['aligned test']:.3f} | {worst} | "
                      f"{r['val worst-group']:.3f} | {r['selected']} | {r['seconds']} |")
     lines += ["", "Held-out predictions MAT used, on the training set:", ""]
     lines += [f"- {h}: {q}" for h, q in quality.items()]

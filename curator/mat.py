@@ -46,7 +46,7 @@ def label_given_holdout(holdout_logits: np.ndarray, labels: np.ndarray, tau: flo
     """
     p = _soft(holdout_logits, tau).double()                       # (N, C)
     n_classes = p.shape[1]
-    onehot = F.one_hot(torch.as_tensor(np.asarray(labels, dtype=np.int64)), n_classes).double()
+    onehot = F.one_hot(torch.as_tensor(np.array(labels, dtype=np.int64)), n_classes).double()
     joint = p.T @ onehot                                           # (C ŷ, C y)
     mass = joint.sum(1, keepdim=True)
     uniform = torch.full_like(joint, 1.0 / n_classes)

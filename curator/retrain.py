@@ -607,12 +607,13 @@ class Retrainer:
                                  select=select, dro_step=cfg.dro_step, **extra, **kwargs)
                     chosen = {"lr": lr, "weight_decay": wd, **extra_hp, "epoch": fitted.epoch}
                     candidates.append((fitted.score or (), len(candidates), model, chosen))
-        score, _, model, chosen = max(candidates, key=lambda c: (c[0], -c[1]))
+        _, _, model, chosen = max(candidates, key=lambda c: (c[0], -c[1]))      # ties: the first trained
         if method == "mat":
             chosen["floor"] = cfg.floor
-            tau = chosen["tau"]
-            info["p_y_given_holdout"] = np.round(label_given_holdout(holdout, self.data.labels, tau), 4).tolist()
+            table = label_given_holdout(holdout, self.data.labels, chosen["tau"])
+            info["p_y_given_holdout"] = np.round(table.astype(float), 4).tolist()
         info["n_train"] = int(len(rows))
+        info["batch_size"] = cfg.hyper(len(rows), chosen["lr"], chosen["weight_decay"]).batch_size
         val_report = self._score(model, self.val) if self.val is not None else None
         if val_report is not None:
             val_report = {"source": self.val.name, "groups": self.val.group_source,

@@ -11,11 +11,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import curator
 from curator.cli import main
-from curator.engine.models import ModelSpec, build_model
-from curator.retrain import RetrainConfig, Retrainer, accuracy_report, load_model, predict_logits
 from curator.data import load_dataset
 from curator.engine.inputs import InputBank
+from curator.engine.models import ModelSpec, build_model
+from curator.retrain import RetrainConfig, Retrainer, accuracy_report, load_model, predict_logits
 
 NO_VAL = RetrainConfig(selection="last", epochs=1)
 
@@ -67,18 +68,24 @@ def test_clean_with_applied_reviews_trains_on_the_corrected_manifest(trainer, tm
     assert info["dropped"] == 100 and info["relabelled"] == 5
 
 
-def test_reweight_down_weights_suspects_and_balances_each_class_spurious_minority(trainer, noisy_digits_run):
-    rows, labels, kwargs, _ = trainer.plan("reweight")
+def test_reweight_down_weights_suspects_and_balances_each_class_spurious_minority(noisy_digits, noisy_digits_run):
+    run = curator.Run(noisy_digits_run.path)
+    scores = run.scores.copy()
+    # a known spurious minority: every 7th example of class 3 that is not a mislabel suspect
+    in_class = (scores["label"] == "3") & ~scores["is_mislabeled"]
+    scores["is_spurious"] = in_class & (np.arange(len(scores)) % 7 == 0)
+    run.__dict__["scores"] = scores
+    trainer = Retrainer(noisy_digits[0], run=run, config=NO_VAL, device="cpu")
+    rows, labels, kwargs, info = trainer.plan("reweight")
     weights = kwargs["weights"]
-    scores = noisy_digits_run.scores.iloc[trainer.run_rows()[rows]]
+    scores = scores.iloc[trainer.run_rows()[rows]]
     flagged = scores["is_mislabeled"].to_numpy(bool)
-    spurious = scores["is_spurious"].to_numpy(bool) & ~flagged
-    assert spurious.sum() > 10
+    spurious = scores["is_spurious"].to_numpy(bool)
     np.testing.assert_allclose(weights[flagged], 1.0 - scores["mislabeled_score"][flagged], rtol=1e-6)
     assert (weights[~flagged & ~spurious] == 1.0).all()
-    for c in np.unique(labels[spurious]):
-        minority, rest = (labels == c) & spurious, (labels == c) & ~spurious
-        assert weights[minority].sum() == pytest.approx(weights[rest].sum())
+    three = labels == trainer.classes.index("3")
+    assert weights[three & spurious].sum() == pytest.approx(weights[three & ~spurious].sum())
+    assert info["spurious_up_weighted"] == spurious.sum() > 10
 
 
 @pytest.mark.parametrize("method, options", [("jtt", {}), ("mat", {"holdout": "xrm"}), ("groupdro", {})])
