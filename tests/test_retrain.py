@@ -205,3 +205,19 @@ def test_proxies_reloaded_for_validation_reproduce_the_runs_held_out_logits(trai
         rows = np.flatnonzero(folds[trainer.run_rows()] == k)
         logits = predict_logits(model, trainer.bank, rows)
         np.testing.assert_allclose(logits, oof[trainer.run_rows()[rows]], atol=1e-3)
+
+
+def test_applied_reviews_with_another_method_is_refused(tmp_path, noisy_digits, noisy_digits_run):
+    csv = tmp_path / "corrected_manifest.csv"
+    csv.write_text("id,path,label\n")
+    result, out = _retrain(tmp_path, noisy_digits[0], "--run", noisy_digits_run.path, "--method", "mat",
+                           "--applied-reviews", csv)
+    _assert_clean_failure(result, out, "--applied-reviews", "--method clean")
+
+
+def test_applied_reviews_with_an_unknown_label_names_file_and_label(tmp_path, noisy_digits):
+    csv = tmp_path / "corrected_manifest.csv"
+    first = next(iter(noisy_digits[1]))                       # an id of the dataset
+    pd.DataFrame({"id": [first], "path": [first], "label": ["zebra"]}).to_csv(csv, index=False)
+    result, out = _retrain(tmp_path, noisy_digits[0], "--method", "clean", "--applied-reviews", csv)
+    _assert_clean_failure(result, out, "--applied-reviews", "corrected_manifest.csv", "'zebra'")
