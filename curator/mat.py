@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine.training import _lr_at
+from .engine.training import _lr_at, assign_folds
 from .errors import ConfigError
 from .retrain import Hyper, fit, predict_logits
 
@@ -83,8 +83,6 @@ def cross_fitted_logits(make_model: Callable[[], nn.Module], bank, labels: np.nd
 
     bank: anything with ``batch(index) -> (B, ...) float tensor`` over N examples; labels: (N,).
     """
-    from .engine.training import assign_folds
-
     labels = np.asarray(labels, dtype=np.int64)
     fold_of = assign_folds(labels, folds, seed)
     out = None

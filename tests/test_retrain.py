@@ -221,3 +221,12 @@ def test_applied_reviews_with_an_unknown_label_names_file_and_label(tmp_path, no
     pd.DataFrame({"id": [first], "path": [first], "label": ["zebra"]}).to_csv(csv, index=False)
     result, out = _retrain(tmp_path, noisy_digits[0], "--method", "clean", "--applied-reviews", csv)
     _assert_clean_failure(result, out, "--applied-reviews", "corrected_manifest.csv", "'zebra'")
+
+
+def test_a_non_empty_out_folder_is_refused_and_untouched(tmp_path, noisy_digits):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["retrain", str(noisy_digits[0]), "--method", "erm", "--out", str(out)])
+    assert result.exit_code != 0 and "--out" in result.output.strip().splitlines()[-1]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
