@@ -70,3 +70,15 @@ def ood_digits_run(ood_digits, tmp_path_factory) -> curator.Run:
 def truth_for(run: curator.Run, truth: dict) -> np.ndarray:
     """(N,) bool ground truth in the run's row order."""
     return run.scores["id"].map(truth).to_numpy(bool)
+
+
+def assert_clean_failure(result, out, *needles: str) -> str:
+    """A CLI failure as users must see it: non-zero exit, one `Error:` line naming ``needles``, and no
+    run directory (finished or partial) left behind. Returns the message."""
+    assert result.exit_code != 0
+    message = result.output.strip()
+    assert message.startswith("Error:") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+    return message

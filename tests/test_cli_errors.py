@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from curator.cli import main
+from conftest import assert_clean_failure  # noqa: E402
 
 
 def _score(tmp_path, dataset, *extra):
@@ -14,24 +15,15 @@ def _score(tmp_path, dataset, *extra):
     return result, out
 
 
-def _assert_clean_failure(result, out, *needles):
-    assert result.exit_code != 0
-    message = result.output.strip()
-    assert message.startswith("Error:") and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
-
-
 def test_missing_dataset_path(tmp_path):
     result, out = _score(tmp_path, tmp_path / "nope")
-    _assert_clean_failure(result, out, "nope", "does not exist")
+    assert_clean_failure(result, out, "nope", "does not exist")
 
 
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     result, out = _score(tmp_path, tmp_path / "empty")
-    _assert_clean_failure(result, out, "empty")
+    assert_clean_failure(result, out, "empty")
 
 
 def test_folder_with_one_class(tmp_path):
@@ -39,19 +31,19 @@ def test_folder_with_one_class(tmp_path):
     for i in range(3):
         Image.new("L", (8, 8), i * 40).save(tmp_path / "data" / "cat" / f"{i}.png")
     result, out = _score(tmp_path, tmp_path / "data")
-    _assert_clean_failure(result, out, "only one class", "'cat'")
+    assert_clean_failure(result, out, "only one class", "'cat'")
 
 
 def test_unknown_scorer_name(tmp_path, noisy_digits):
     root, _ = noisy_digits
     result, out = _score(tmp_path, root, "--scorers", "nonsense")
-    _assert_clean_failure(result, out, "--scorers", "nonsense")
+    assert_clean_failure(result, out, "--scorers", "nonsense")
 
 
 def test_bad_folds_option(tmp_path, noisy_digits):
     root, _ = noisy_digits
     result, out = _score(tmp_path, root, "--folds", "1")
-    _assert_clean_failure(result, out, "--folds")
+    assert_clean_failure(result, out, "--folds")
 
 
 def test_existing_out_directory_is_refused_and_untouched(tmp_path, noisy_digits):
@@ -76,4 +68,4 @@ def test_an_unknown_flags_setting_in_the_config_is_named(tmp_path, noisy_digits)
     config = tmp_path / "curator.toml"
     config.write_text("[flags]\nmax_flag_rat = 0.1\n")
     result, out = _score(tmp_path, root, "--config", str(config))
-    _assert_clean_failure(result, out, "[flags]", "max_flag_rat")
+    assert_clean_failure(result, out, "[flags]", "max_flag_rat")

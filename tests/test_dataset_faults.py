@@ -22,6 +22,7 @@ from PIL import Image
 import curator
 from curator.cli import main
 from datasets import digits_images
+from conftest import assert_clean_failure  # noqa: E402
 
 DIGITS, _ = digits_images()   # (1797, 8, 8) uint8
 
@@ -55,16 +56,6 @@ def score_cli(tmp_path: Path, dataset: Path, *extra: str):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["score", str(dataset), "--out", str(out), "--epochs", "1", "--quiet", *extra])
     return result, out
-
-
-def assert_clean_failure(result, out: Path, *needles: str) -> str:
-    assert result.exit_code != 0
-    message = result.output.strip()
-    assert message.startswith("Error:") and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
-    return message
 
 
 def write_manifest(root: Path, rows: list[dict]) -> Path:
