@@ -2,9 +2,10 @@
 
 Each size runs in its own process (so peak RSS is that run's alone): Fashion-MNIST subsets of 10k, 30k
 and 60k images with every built-in scorer, and a synthetic 1M-row vector table (Gaussian class blobs,
-10 classes, 32 features) with the dynamics scorers. Writes benchmarks/results/scaling.md.
+10 classes, 32 features, 10% of labels flipped), also with every built-in scorer. Writes a Markdown table to --results.
 
     .venv/bin/python benchmarks/scaling.py [--sizes 10000,30000,60000] [--vectors 1000000]
+                                           [--results benchmarks/results/scaling.md]
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ def make_images(n: int, path: Path) -> None:
 
 
 def make_vectors(n: int, path: Path) -> None:
+    """Gaussian class blobs that overlap (a linear model reaches 87% accuracy), 10% of labels flipped."""
     rng = np.random.default_rng(0)
     centers = rng.normal(0, 1.0, (10, 32)).astype(np.float32)
     y = rng.integers(0, 10, n)
-    x = centers[y] + rng.normal(0, 1.0, (n, 32)).astype(np.float32)
+    x = centers[y] + rng.normal(0, 2.0, (n, 32)).astype(np.float32)
+    flip = rng.random(n) < 0.1
+    y[flip] = (y[flip] + rng.integers(1, 10, int(flip.sum()))) % 10
     np.savez(path, X=x, y=y)
 
 
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,30000,60000")
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=Path("runs/scaling"))
+    parser.add_argument("--results", type=Path, default=HERE / "results" / "scaling.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -68,7 +73,7 @@ def main() -> None:
     if args.vectors:
         data = args.work / f"vectors-{args.vectors}.npz"
         make_vectors(args.vectors, data)
-        jobs.append((f"synthetic vectors {args.vectors:,} x 32", data, "learning_speed,early_learning", "2"))
+        jobs.append((f"synthetic vectors {args.vectors:,} x 32", data, "all", "default"))
     rows = ["| dataset | scorers | wall s | train s | score s | peak RSS MB | RSS per example (KB) | OOF acc |",
             "|---|---|---|---|---|---|---|---|"]
     for title, data, scorers, epochs in jobs:
@@ -84,8 +89,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     report = ("## Scaling on one machine\n\nCommand: `.venv/bin/python benchmarks/scaling.py --sizes "
               f"{args.sizes} --vectors {args.vectors}`\n\n" + "\n".join(rows) + "\n")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "scaling.md").write_text(report)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(report)
     print(report)
 
 

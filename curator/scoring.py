@@ -42,10 +42,12 @@ def _select(registry: ScorerRegistry, names: Sequence[str] | str | None) -> list
     return [registry[n] for n in names]
 
 
-def _run_scorer(entry: RegisteredScorer, ctx: ScoreContext) -> dict[str, np.ndarray]:
-    """Call one scorer and return its validated columns, normalised to higher = worse."""
+def _run_scorer(entry: RegisteredScorer, ctx: ScoreContext, backend: Backend) -> dict[str, np.ndarray]:
+    """Call one scorer (whole here, or in shards where ``backend`` spreads them) and return its
+    validated columns, normalised to higher = worse."""
     scorer = entry.scorer
-    result = scorer.score(ctx)
+    parts = backend.score_rows(scorer, ctx, ctx.progress)
+    result = scorer.score(ctx) if parts is None else scorer.finish_parts(ctx, parts)
     columns = {scorer.name: result} if not isinstance(result, dict) else dict(result)
     if scorer.name not in columns:
         raise PluginError(f"scorer {scorer.name!r} returned no column named {scorer.name!r}")
@@ -121,9 +123,10 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     ``plugins`` are extra plugin objects registered for this call only. The run is built in
     ``<out>.partial/``; if interrupted, ``resume=True`` redoes only the unfinished stages (folds,
     scorers). A scorer that raises, returns a bad column or runs past ``scorer_timeout`` seconds is
-    left out and recorded (``strict`` makes it fatal). ``backend`` says where the fold proxies train:
-    ``"local"`` (default) or ``"ray"`` (one Ray task per fold on the cluster at ``ray_address``, or a
-    Ray instance started on this machine); the scorers and every write stay in this process.
+    left out and recorded (``strict`` makes it fatal). ``backend`` says where the fold proxies train
+    and the shardable scorers run: ``"local"`` (default, all in this process) or ``"ray"`` (one Ray
+    task per fold and shards of rows as Ray tasks, on the cluster at ``ray_address`` or a Ray instance
+    started on this machine); every write stays in this process.
     """
     say = log or (lambda msg: None)
     file_cfg = load_config(config)
@@ -166,8 +169,12 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
         say(f"resuming {staging.path}: finished stages {', '.join(staging.done) or 'none'}")
     try:
         staging.mark("load", load_stage)
-        _score_into(staging, examples, selected, train_config, flag_config, scorer_options, scorer_timeout,
-                    strict, device_t, registry, config, progress, say, fold_backend)
+        fold_backend.start(device_t)
+        try:
+            _score_into(staging, examples, selected, train_config, flag_config, scorer_options, scorer_timeout,
+                        strict, device_t, registry, config, progress, say, fold_backend)
+        finally:
+            fold_backend.stop()
         staging.publish()
     except CuratorError:
         staging.discard()
@@ -212,7 +219,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         started = time.perf_counter()
         say(f"scorer {name} ...")
         try:
-            result = _call_with_timeout(lambda: _run_scorer(entry, ctx), scorer_timeout)
+            result = _call_with_timeout(lambda: _run_scorer(entry, ctx, backend), scorer_timeout)
         except Exception as exc:
             if strict:
                 raise PluginError(f"scorer {name!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -256,7 +263,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "config": {"train": asdict(trained.config), "flags": asdict(flag_config),
                    "scorers": [e.scorer.name for e in selected], "scorer_options": scorer_options,
                    "scorer_timeout": scorer_timeout, "config_file": str(config) if config else None,
-                   "backend": trained.backend},
+                   "backend": backend.describe()},
         "seed": trained.config.seed,
         "resumed": staging.resumed,
         "device": {"type": device_t.type, "name": torch.cuda.get_device_name(device_t) if device_t.type == "cuda"

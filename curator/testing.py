@@ -9,7 +9,8 @@
 :func:`check_scorer` runs the scorer on a small real dataset with injected problems (scikit-learn's
 1,797 digits with 10% of labels flipped, plus 3% photo patches as outliers), through the same
 validation ``curator.score`` applies, and asserts the contract: a ``score_<name>`` column of shape
-(N,), float32, finite, deterministic, and, for each issue the scorer declares that the dataset has
+(N,), float32, finite, deterministic, the same when a shardable scorer's rows are scored in
+interleaved shards, and, for each issue the scorer declares that the dataset has
 injected (``mislabeled``, ``outlier``), that its column ranks those examples above chance (AUROC >=
 ``min_auroc``, which also checks the direction). The proxy models train once per process and
 settings (:func:`bench`); every later check reuses them.
@@ -27,6 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from .backends import PartsGatherer
+from .backends.local import LocalBackend
 from .context import ScoreContext
 from .data import Examples
 from .device import select_device
@@ -171,10 +174,27 @@ def _resolve(scorer_or_plugin: Any, name: str | None) -> RegisteredScorer:
     return registry[name]
 
 
-def _columns(entry: RegisteredScorer, ctx: ScoreContext) -> dict[str, np.ndarray]:
+class InterleavedShards(LocalBackend):
+    """Scores a shardable scorer's rows in ``shards`` interleaved shards (rows s, s + S, s + 2S, ...),
+    one after another in this process, as a cluster would in ``shards`` tasks."""
+
+    def __init__(self, shards: int = 3):
+        self.shards = shards
+
+    def score_rows(self, scorer: Scorer, ctx: ScoreContext, progress) -> dict[str, np.ndarray] | None:
+        if not scorer.shardable:
+            return None
+        gathered = PartsGatherer(scorer, ctx.n_examples)
+        for start in range(self.shards):
+            rows = np.arange(start, ctx.n_examples, self.shards, dtype=np.int64)
+            gathered.add(rows, scorer.score_rows(ctx, rows))
+        return gathered.parts
+
+
+def _columns(entry: RegisteredScorer, ctx: ScoreContext, backend: LocalBackend | None = None) -> dict[str, np.ndarray]:
     """The scorer's columns exactly as ``curator.score`` validates and normalises them."""
     try:
-        return _run_scorer(entry, ctx)
+        return _run_scorer(entry, ctx, backend or LocalBackend())
     except PluginError as exc:
         raise AssertionError(f"{exc}; curator.score would leave this scorer out of the run") from exc
 
@@ -214,6 +234,12 @@ def check_scorer(scorer_or_plugin: Any, *, name: str | None = None, min_auroc: f
         _require(np.allclose(again[col], values, rtol=1e-5, atol=1e-6),
                  f"scorer {scorer.name!r}: score_{col} differs between two calls with the same seed; "
                  f"seed any randomness from ctx.seed")
+    if scorer.shardable:
+        sharded = _columns(entry, b.context(merged), InterleavedShards(3))
+        for col, values in columns.items():
+            _require(col in sharded and np.allclose(sharded[col], values, rtol=1e-4, atol=1e-6),
+                     f"scorer {scorer.name!r}: score_{col} scored in 3 shards of rows differs from one call on "
+                     f"every row; a row's score_rows parts must depend on that row alone")
 
     aurocs: dict[str, dict[str, float]] = {}
     for col, issues in scorer.column_issues().items():

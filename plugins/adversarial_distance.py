@@ -174,52 +174,72 @@ def _options(ctx: curator.ScoreContext) -> dict:
     return opts
 
 
-def score_adversarial_distance(ctx: curator.ScoreContext) -> dict[str, np.ndarray]:
-    opts = _options(ctx)
-    n, folds = ctx.n_examples, ctx.folds
-    logits = np.asarray(ctx.oof_logits)                                     # (N, C)
-    margin = np.empty(n, np.float64)
-    models = {}
-    for fold in np.unique(folds):
-        model = ctx.load_model(int(fold))
-        rows = folds == fold
-        margin[rows] = last_layer_margin(logits[rows], model.head.weight.detach().cpu().numpy())
-        models[fold] = attack_copy(model)
+def _deepfool_subset(ctx: curator.ScoreContext, subset: int) -> np.ndarray:
+    """(N,) bool: the examples DeepFool runs on (all, or a seeded random ``subset`` of them)."""
+    n = ctx.n_examples
+    chosen = np.ones(n, bool)
+    if 0 < subset < n:
+        chosen[:] = False
+        chosen[np.random.default_rng(ctx.seed).choice(n, subset, replace=False)] = True
+    return chosen
 
-    chosen = np.arange(n)
-    if 0 < opts["subset"] < n:
-        chosen = np.sort(np.random.default_rng(ctx.seed).choice(n, opts["subset"], replace=False))
-    distance = np.full(n, np.nan)
+
+def deepfool_rows(ctx: curator.ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """DeepFool distances of examples ``rows`` (R,) on their out-of-fold proxies; NaN for rows
+    outside the DeepFool subset (``finish`` fills them in)."""
+    opts = _options(ctx)
+    rows = np.asarray(rows, dtype=np.int64)
+    rows_in_subset = rows[_deepfool_subset(ctx, opts["subset"])[rows]]
+    folds = ctx.folds[rows_in_subset]
+    distance = np.full(len(rows), np.nan)
     batches = [(fold, idx[start:start + opts["batch_size"]])
-               for fold in np.unique(folds[chosen])
-               for idx in [chosen[folds[chosen] == fold]]
+               for fold in np.unique(folds)
+               for idx in [rows_in_subset[folds == fold]]
                for start in range(0, len(idx), opts["batch_size"])]
+    models = {fold: attack_copy(ctx.load_model(int(fold))) for fold in np.unique(folds)}
     for fold, idx in ctx.progress(batches, desc="adversarial_distance", total=len(batches), unit="batch"):
         x = ctx.inputs(idx)
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         attack = deepfool(models[fold], x, max_iter=opts["max_iter"], overshoot=float(opts["overshoot"]),
                           candidates=opts["candidates"])
-        distance[idx] = attack.distance.double().cpu().numpy()
+        distance[np.searchsorted(rows, idx)] = attack.distance.double().cpu().numpy()
+    return {"distance": distance}
 
-    if len(chosen) < n:
+
+def rank_distances(ctx: curator.ScoreContext, parts) -> dict[str, np.ndarray]:
+    """The columns from every example's DeepFool distance (NaN outside the subset): the closeness
+    rank, and the free last-layer margin column."""
+    opts = _options(ctx)
+    n, folds = ctx.n_examples, ctx.folds
+    logits = np.asarray(ctx.oof_logits)                                     # (N, C)
+    margin = np.empty(n, np.float64)
+    for fold in np.unique(folds):
+        rows = folds == fold
+        margin[rows] = last_layer_margin(logits[rows], ctx.load_model(int(fold)).head.weight.detach().cpu().numpy())
+    distance = np.array(parts["distance"], dtype=np.float64)
+    chosen = _deepfool_subset(ctx, opts["subset"])
+    if not chosen.all():
         # The others: their free margin, quantile-mapped onto the DeepFool distances of the subset.
-        others = np.setdiff1d(np.arange(n), chosen)
-        below = np.searchsorted(np.sort(margin[chosen]), margin[others], side="right")
-        distance[others] = np.sort(distance[chosen])[np.clip(below - 1, 0, len(chosen) - 1)]
+        below = np.searchsorted(np.sort(margin[chosen]), margin[~chosen], side="right")
+        distance[~chosen] = np.sort(distance[chosen])[np.clip(below - 1, 0, int(chosen.sum()) - 1)]
     return {
         "adversarial_distance": closeness_rank(distance),
         "adversarial_distance_margin": np.maximum(-margin, np.finfo(np.float32).min).astype(np.float32),
     }
 
 
+SCORER = curator.Scorer(
+    name="adversarial_distance",
+    issue=("outlier",),
+    requires=("model", "inputs", "oof"),
+    score_rows=deepfool_rows,
+    finish=rank_distances,
+    description="rank of the DeepFool L2 distance to the out-of-fold model's decision boundary (small = worse)",
+    options=dict(DEFAULTS),
+)
+
+
 @curator.hookimpl
 def register_scorers(register):
-    register(curator.Scorer(
-        name="adversarial_distance",
-        issue=("outlier",),
-        requires=("model", "inputs", "oof"),
-        score=score_adversarial_distance,
-        description="rank of the DeepFool L2 distance to the out-of-fold model's decision boundary (small = worse)",
-        options=dict(DEFAULTS),
-    ))
+    register(SCORER)

@@ -69,7 +69,8 @@ def full_sq_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chun
     return torch.cat([per_example(x[s:s + chunk], y[s:s + chunk]) for s in range(0, len(x), chunk)])
 
 
-def score_self_influence(ctx: curator.ScoreContext) -> np.ndarray:
+def self_influence_rows(ctx: curator.ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The self-influence of examples ``rows`` (R,): each row needs only its own gradients."""
     mode = ctx.options.get("mode", "last_layer")
     if mode not in MODES:
         raise curator.ConfigError(f"[scorers.self_influence] mode = {mode!r}: expected one of "
@@ -79,25 +80,31 @@ def score_self_influence(ctx: curator.ScoreContext) -> np.ndarray:
         raise curator.ConfigError(f"[scorers.self_influence] batch_size = {batch_size!r}: must be a positive integer")
     sq_norms = last_layer_sq_norms if mode == "last_layer" else full_sq_norms
 
-    score = np.zeros(ctx.n_examples, np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    score = np.zeros(len(rows), np.float64)
     labels = torch.as_tensor(np.array(ctx.labels), dtype=torch.long)
+    trained_by = ctx.trained_by[rows]
     checkpoints = ctx.checkpoints
     for ckpt in ctx.progress(checkpoints, desc=f"self_influence ({mode})", total=len(checkpoints), unit="checkpoint"):
         model = ctx.load_model(ckpt.fold, ckpt.epoch)
-        seen = np.flatnonzero(ctx.trained_by == ckpt.fold)               # in-sample: this model trained on them
+        seen = np.flatnonzero(trained_by == ckpt.fold)           # in-sample: this model trained on them
         for start in range(0, len(seen), batch_size):
-            index = seen[start:start + batch_size]
+            at = seen[start:start + batch_size]
+            index = rows[at]
             norms = sq_norms(model, ctx.inputs(index), labels[index].to(ctx.device))
-            score[index] += ckpt.lr * norms.double().cpu().numpy()
-    return score.astype(np.float32)
+            score[at] += ckpt.lr * norms.double().cpu().numpy()
+    return {"self_influence": score.astype(np.float32)}
+
+
+SCORER = curator.Scorer(
+    name="self_influence",
+    issue=("mislabeled",),
+    requires=("checkpoints", "model", "inputs"),
+    score_rows=self_influence_rows,
+    description="TracIn-CP self-influence: sum over checkpoints of lr * ||loss gradient||^2 (last layer or all)",
+)
 
 
 @curator.hookimpl
 def register_scorers(register):
-    register(curator.Scorer(
-        name="self_influence",
-        issue=("mislabeled",),
-        requires=("checkpoints", "model", "inputs"),
-        score=score_self_influence,
-        description="TracIn-CP self-influence: sum over checkpoints of lr * ||loss gradient||^2 (last layer or all)",
-    ))
+    register(SCORER)

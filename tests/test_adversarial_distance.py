@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import curator
-from curator_plugins.adversarial_distance import closeness_rank, deepfool, score_adversarial_distance
+from curator_plugins.adversarial_distance import SCORER, closeness_rank, deepfool
 from conftest import truth_for
 
 
@@ -81,7 +81,7 @@ def test_main_column_is_a_rank_with_the_nearest_example_at_one():
 def test_subset_scores_every_example_and_keeps_the_outlier_signal(ctx, ood_digits, ood_digits_run):
     _, truth = ood_digits
     is_ood = truth_for(ood_digits_run, truth)
-    out = score_adversarial_distance(dataclasses.replace(ctx, options={"subset": 400}))
+    out = SCORER.score(dataclasses.replace(ctx, options={"subset": 400}))
     score = out["adversarial_distance"]
     assert score.shape == (ctx.n_examples,) and np.isfinite(score).all()
     assert roc_auc_score(is_ood, score) >= 0.85
@@ -90,4 +90,4 @@ def test_subset_scores_every_example_and_keeps_the_outlier_signal(ctx, ood_digit
 @pytest.mark.parametrize("options", [{"max_iter": 0}, {"candidates": 1}, {"overshoot": -0.1}, {"iters": 3}])
 def test_bad_options_are_rejected_by_name(ctx, options):
     with pytest.raises(curator.ConfigError, match=next(iter(options))):
-        score_adversarial_distance(dataclasses.replace(ctx, options=options))
+        SCORER.score(dataclasses.replace(ctx, options=options))

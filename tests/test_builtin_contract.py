@@ -109,3 +109,45 @@ def test_a_name_that_is_not_installed_lists_what_is():
 def test_a_min_auroc_outside_zero_to_one_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"min_auroc=1.5: must be in \[0, 1\]"):
         check_scorer("learning_speed", min_auroc=1.5)
+
+
+def _first_loss_rows(ctx, rows):
+    return {"first_loss": np.asarray(ctx.dynamics.loss[0])[rows]}
+
+
+def test_a_shardable_scorer_is_checked_in_shards_too():
+    scorer = curator.Scorer(name="first_loss", issue="mislabeled", requires="dynamics", score_rows=_first_loss_rows)
+    result = check_scorer(scorer)
+    assert result.auroc > 0.85
+    np.testing.assert_array_equal(result.columns["score_first_loss"], check_scorer(
+        curator.Scorer(name="first_loss", issue="mislabeled", requires="dynamics", score=_loss)).columns["score_first_loss"])
+
+
+def test_a_shard_whose_rows_depend_on_the_other_rows_fails_the_check():
+    def rank_within_rows(ctx, rows):              # a rank among the rows asked for: not shardable
+        loss = np.asarray(ctx.dynamics.loss[0])[rows]
+        return {"first_loss": loss.argsort().argsort().astype(np.float32)}
+
+    scorer = curator.Scorer(name="first_loss", issue="mislabeled", requires="dynamics", score_rows=rank_within_rows)
+    with pytest.raises(AssertionError, match=r"scorer 'first_loss': score_first_loss scored in 3 shards of rows "
+                                             r"differs from one call on every row"):
+        check_scorer(scorer)
+
+
+def test_a_rank_belongs_in_finish_and_then_shards_agree():
+    def rank(ctx, parts):
+        return {"first_loss": parts["loss"].argsort().argsort().astype(np.float32)}
+
+    scorer = curator.Scorer(name="first_loss", issue="mislabeled", requires="dynamics",
+                            score_rows=lambda ctx, rows: {"loss": np.asarray(ctx.dynamics.loss[0])[rows]}, finish=rank)
+    assert check_scorer(scorer).auroc > 0.85
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({}, r"scorer 'bad': score must be callable \(or give score_rows\)"),
+    ({"score": _loss, "finish": lambda ctx, parts: parts}, r"scorer 'bad': finish needs score_rows"),
+    ({"score_rows": "not a function"}, r"scorer 'bad': score_rows must be callable"),
+])
+def test_a_scorer_record_without_a_callable_way_to_score_is_refused(fields, message):
+    with pytest.raises(curator.PluginError, match=message):
+        curator.Scorer(name="bad", issue="outlier", requires=(), **fields)

@@ -1,8 +1,9 @@
-"""`--backend ray`: the fold proxies train as Ray tasks and the driver writes the same run directory.
+"""`--backend ray`: the fold proxies train as Ray tasks, the shardable scorers run as Ray tasks over
+shards of the rows, and the driver writes the same run directory.
 
-One real Ray instance (2 CPUs) serves the whole module. Each Ray fold task trains on the one CPU
-thread Ray gives it, so the local reference run here trains on one thread too: with the same float
-arithmetic the two runs must agree bit for bit (tolerance 0), every file but manifest.json.
+One real Ray instance (2 CPUs) serves the whole module. Each Ray task runs on the one CPU thread Ray
+gives it, so the local reference run here runs on one thread too: with the same float arithmetic
+the two runs must agree bit for bit (tolerance 0), every file but manifest.json.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from curator.cli import main
 
 ray = pytest.importorskip("ray")
 
-SCORERS = "learning_speed,early_learning"
+SCORERS = "learning_speed,early_learning,self_influence,adversarial_distance"   # the last two shard
 EPOCHS = 3
 
 
@@ -82,6 +83,38 @@ def test_manifest_records_where_the_folds_trained(local_run, ray_run):
     assert backend["fold_resources"] == {"num_cpus": 1}          # 2 CPUs shared by 2 folds
     assert sorted(backend["fold_nodes"]) == ["0", "1"]
     assert ray_run.manifest["proxy"] == local_run.manifest["proxy"]
+
+
+def test_manifest_records_the_scorer_shards(ray_run):
+    shards = ray_run.manifest["config"]["backend"]["scorer_shards"]
+    assert sorted(shards) == ["adversarial_distance", "self_influence"]      # the shardable ones only
+    for record in shards.values():
+        assert record["shards"] == 2 and record["task_resources"] == {"num_cpus": 1}   # one per CPU
+        assert len(record["nodes"]) == 1
+
+
+def test_shard_tasks_leave_no_unpacked_artifacts_behind(ray_run):
+    from curator.backends.ray import shard_root
+
+    assert list(shard_root().glob("*")) == []
+
+
+def test_a_shard_that_raises_leaves_the_scorer_out_and_names_it(ray_instance, noisy_digits, tmp_path):
+    def broken_rows(ctx, rows):
+        if rows[0] > 0:                                  # the second shard only
+            raise ValueError("shard broke")
+        return {"broken": np.zeros(len(rows), np.float32)}
+
+    class Plugin:
+        @curator.hookimpl
+        def register_scorers(self, register):
+            register(curator.Scorer(name="broken", issue="outlier", requires=(), score_rows=broken_rows))
+
+    run = curator.score(noisy_digits[0], out=tmp_path / "run", scorers="broken,learning_speed", epochs=1,
+                        progress=False, backend="ray", plugins=[Plugin()])
+    record = run.manifest["scorers"]["broken"]
+    assert record["status"] == "failed" and "shard broke" in record["error"]
+    assert "score_broken" not in run.scores and "score_learning_speed" in run.scores
 
 
 def test_ray_backend_leaves_a_running_ray_instance_running(ray_run):

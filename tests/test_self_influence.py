@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 import curator
-from curator_plugins.self_influence import full_sq_norms, last_layer_sq_norms, score_self_influence
+from curator_plugins.self_influence import SCORER, full_sq_norms, last_layer_sq_norms
 from conftest import truth_for
 
 
@@ -60,8 +60,8 @@ def test_all_mode_on_a_model_with_only_the_head_trainable_equals_the_closed_form
 
     frozen = dataclasses.replace(ctx, options={"mode": "all"})
     frozen.load_model = head_only
-    closed = score_self_influence(ctx)
-    np.testing.assert_allclose(score_self_influence(frozen), closed, rtol=1e-4)
+    closed = SCORER.score(ctx)["self_influence"]
+    np.testing.assert_allclose(SCORER.score(frozen)["self_influence"], closed, rtol=1e-4)
 
 
 def test_all_mode_adds_the_other_layers_to_the_last_layer_norm(ctx):
@@ -76,4 +76,4 @@ def test_all_mode_adds_the_other_layers_to_the_last_layer_norm(ctx):
 @pytest.mark.parametrize("options, option", [({"mode": "full"}, "mode"), ({"batch_size": 0}, "batch_size")])
 def test_bad_option_is_a_config_error_naming_it(ctx, options, option):
     with pytest.raises(curator.ConfigError, match=rf"\[scorers\.self_influence\] {option}"):
-        score_self_influence(with_options(ctx, **options))
+        SCORER.score(with_options(ctx, **options))

@@ -1,4 +1,5 @@
-"""The ``local`` backend: the folds train one after another in this process, on its device."""
+"""The ``local`` backend: the folds train one after another in this process, on its device, and every
+scorer runs whole in this process."""
 
 from __future__ import annotations
 
@@ -16,16 +17,12 @@ from . import Backend, FoldJob
 class LocalBackend(Backend):
     name = "local"
 
-    def start(self, device: torch.device) -> torch.device:
-        self.device = device
-        return device
-
     def train_folds(self, todo: Sequence[int], job: FoldJob, sink: ArtifactSink,
                     progress: Callable[..., object] | None) -> Iterator[dict]:
         if not todo:
             return
         # Results go straight into the driver's memory maps: nothing is held per fold.
-        bank = InputBank(job.inputs, job.normalizer, self.device)
-        y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=self.device)
+        bank = InputBank(job.inputs, job.normalizer, self.fold_device)
+        y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=self.fold_device)
         for k in todo:          # looked up on the module, where the resume tests wrap it
-            yield training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.device, sink, progress)
+            yield training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.fold_device, sink, progress)

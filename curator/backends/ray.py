@@ -1,26 +1,54 @@
-"""The ``ray`` backend: each fold proxy trains as one Ray task, anywhere on a Ray cluster.
+"""The ``ray`` backend: each fold proxy trains as one Ray task, and each shardable scorer runs as
+Ray tasks over shards of the rows, anywhere on a Ray cluster.
 
-The driver puts the job (inputs, labels, folds, settings) into the object store once; every fold
-task reads it from there (zero-copy on the driver's machine), trains with the same
+Training: the driver puts the job (inputs, labels, folds, settings) into the object store once; every
+fold task reads it from there (zero-copy on the driver's machine), trains with the same
 :func:`~curator.engine.training._train_fold` as the local backend into a :class:`FoldRecording`,
 and returns it. The driver replays each recording into its own :class:`ArtifactSink` as the fold
 finishes, so the run directory is written by the driver alone and is the same as a local run's.
-A task asks for one GPU when the cluster has GPUs, else for its share of the CPUs.
+
+Scoring: for a scorer with ``score_rows``, the driver puts the artifact files the scorer requires
+into the object store (each file once per run), splits the rows into one contiguous shard per task
+slot, and each shard task unpacks the files into a directory on its machine (once per machine and
+run, see :class:`ShippedContext`), opens a :class:`~curator.context.ScoreContext` there and returns
+``score_rows(ctx, shard)``. The driver gathers the parts in example order and calls ``finish``.
+Neither kind of task needs a shared file system. A task asks for one GPU when the cluster has GPUs,
+else for CPUs (its share of the cluster for a fold; one for a shard).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ..context import ScoreContext
 from ..engine.inputs import InputBank
 from ..engine import training
 from ..engine.training import ArtifactSink
 from ..errors import ConfigError
-from . import Backend, FoldJob
+from ..scorer import RowParts, Scorer
+from . import Backend, FoldJob, PartsGatherer
+
+#: Artifact files (globs under ``artifacts/``) a shard task gets, by what the scorer requires.
+SHIPPED_ALWAYS = ("folds.npy", "model.json", "checkpoints.json")
+SHIPPED_FOR = {
+    "dynamics": ("dynamics_*.npy",),
+    "oof": ("oof_logits.npy",),
+    "embeddings": ("embeddings.npy",),
+    "knn": ("embeddings.npy", "knn_*.npy"),
+    "checkpoints": ("checkpoints/*.pt",),
+    "model": ("checkpoints/*.pt",),
+}
 
 
 class FoldRecording:
@@ -53,11 +81,76 @@ def _train_fold_task(k: int, job: FoldJob, device_type: str, threads: int) -> tu
     device = torch.device(device_type)
     if device.type == "cpu":
         torch.set_num_threads(threads)      # the CPUs Ray gave this task, no more
-    bank = InputBank(job.inputs, job.normalizer, device)
+    inputs = ray.get(job.inputs)            # a ref of its own, shared with the scorer shards
+    bank = InputBank(inputs, job.normalizer, device)
     y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=device)
     recording = FoldRecording()
     log = training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, device, recording, None)
     return log, recording, ray.util.get_node_ip_address()
+
+
+@dataclass
+class ShippedContext:
+    """A :class:`ScoreContext` that travels to a shard task without a shared file system.
+
+    ``files`` maps artifact paths (relative to ``artifacts/``) to object-store refs of their bytes;
+    ``key`` names the run's files, so the first shard task on a machine unpacks them into
+    ``<tmp>/curator-shards/<key>/`` and later tasks there (and later scorers) reuse that directory.
+    """
+
+    key: str
+    files: dict[str, Any]                   # relative path -> ObjectRef of bytes
+    inputs: Any                             # ObjectRef of the (N, ...) inputs, or an empty array
+    labels: np.ndarray
+    classes: list[str]
+    ids: list[str]
+    seed: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def open(self, device: torch.device) -> ScoreContext:
+        inputs = ray.get(self.inputs) if isinstance(self.inputs, ray.ObjectRef) else self.inputs
+        return ScoreContext(artifacts=self._unpack(), labels=self.labels, classes=self.classes, ids=self.ids,
+                            inputs_array=inputs, device=device, seed=self.seed, options=self.options)
+
+    def _unpack(self) -> Path:
+        root = shard_dir(self.key)
+        missing = [name for name in self.files if not (root / name).exists()]
+        if not missing:
+            return root
+        # Unpack everything into a fresh directory, then move in what is missing: a task on the same
+        # machine doing the same at the same time writes identical bytes, and a rename is atomic.
+        staging = root.parent / f".{self.key}-{uuid.uuid4().hex}"
+        for name in missing:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(ray.get(self.files[name]))
+        for name in missing:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, root / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        return root
+
+
+def shard_root() -> Path:
+    """Where shard tasks on this machine unpack artifact files, one directory per run."""
+    return Path(tempfile.gettempdir()) / "curator-shards"
+
+
+def shard_dir(key: str) -> Path:
+    return shard_root() / key
+
+
+def _score_shard_task(scorer: Scorer, shipped: ShippedContext, rows: np.ndarray, device_type: str
+                      ) -> tuple[dict[str, np.ndarray], str]:
+    """Runs on a Ray worker: ``scorer.score_rows`` on ``rows``; returns (parts, node address)."""
+    device = torch.device(device_type)
+    if device.type == "cpu":
+        torch.set_num_threads(1)            # the one CPU Ray gave this task
+    parts = scorer.score_rows(shipped.open(device), rows)
+    return dict(parts), ray.util.get_node_ip_address()
+
+
+def _remove_shard_dir_task(key: str) -> None:
+    shutil.rmtree(shard_dir(key), ignore_errors=True)
 
 
 class RayBackend(Backend):
@@ -69,6 +162,10 @@ class RayBackend(Backend):
         self._gpus = False
         self._resources: dict[str, int] = {}
         self._fold_nodes: dict[int, str] = {}
+        self._shards: dict[str, dict] = {}                # scorer -> {"shards": S, "nodes": [...]}
+        self._shipped: dict[tuple, Any] = {}             # (path, size, mtime) -> ObjectRef of its bytes
+        self._inputs: tuple[int, Any] | None = None      # (id of the array, ObjectRef)
+        self._key: str | None = None
 
     def start(self, device: torch.device) -> torch.device:
         if not ray.is_initialized():
@@ -82,7 +179,8 @@ class RayBackend(Backend):
                 raise ConfigError(f"{option}: cannot connect to a Ray cluster ({type(exc).__name__}: {reason})") from exc
             self._connected_here = True
         self._gpus = ray.cluster_resources().get("GPU", 0) >= 1
-        return torch.device("cuda" if self._gpus else "cpu")
+        self.fold_device = torch.device("cuda" if self._gpus else "cpu")
+        return self.fold_device
 
     def _resources_per_fold(self, n_folds: int) -> dict[str, int]:
         """One GPU per fold on a cluster with GPUs; else an even share of the CPUs, no more than the
@@ -99,7 +197,7 @@ class RayBackend(Backend):
         self._resources = self._resources_per_fold(len(todo))
         task = ray.remote(_train_fold_task).options(**self._resources, max_retries=1)
         device_type = "cuda" if self._gpus else "cpu"
-        job_ref = ray.put(FoldJob(job.folds, job.config, job.spec, job.normalizer, np.asarray(job.inputs),
+        job_ref = ray.put(FoldJob(job.folds, job.config, job.spec, job.normalizer, self._put_inputs(job.inputs),
                                   np.asarray(job.labels)))
         pending = {task.remote(k, job_ref, device_type, int(self._resources["num_cpus"])): k for k in todo}
         finished = range(len(pending))
@@ -117,11 +215,75 @@ class RayBackend(Backend):
             for ref in pending:          # the driver gave up (error, interrupt): stop the others
                 ray.cancel(ref)
 
+    def _put_inputs(self, inputs: np.ndarray):
+        """The inputs' object-store ref, put once for the folds and every shard."""
+        if self._inputs is None or self._inputs[0] != id(inputs):
+            self._inputs = (id(inputs), ray.put(np.asarray(inputs)))
+        return self._inputs[1]
+
+    def _ship(self, ctx: ScoreContext, scorer: Scorer) -> ShippedContext:
+        """The context for ``scorer``'s shard tasks: the artifact files it requires, each put once."""
+        patterns = SHIPPED_ALWAYS + tuple(p for need in scorer.requires for p in SHIPPED_FOR.get(need, ()))
+        paths = sorted({path for pattern in patterns for path in ctx.artifacts.glob(pattern) if path.is_file()})
+        files = {}
+        for path in paths:
+            stat = path.stat()
+            ident = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if ident not in self._shipped:
+                self._shipped[ident] = ray.put(path.read_bytes())
+            files[path.relative_to(ctx.artifacts).as_posix()] = self._shipped[ident]
+        self._key = self._key or uuid.uuid4().hex[:16]     # this run's directory on each machine
+        inputs = self._put_inputs(ctx.inputs_array) if "inputs" in scorer.requires else np.asarray(ctx.inputs_array)[:0]
+        return ShippedContext(self._key, files, inputs, np.asarray(ctx.labels), list(ctx.classes), list(ctx.ids),
+                              ctx.seed, dict(ctx.options))
+
+    def _slots(self) -> int:
+        """Shard tasks that can run at once: one per GPU, else one per CPU."""
+        resources = ray.cluster_resources()
+        return max(1, int(resources.get("GPU", 0) if self._gpus else resources.get("CPU", 1)))
+
+    def score_rows(self, scorer: Scorer, ctx: ScoreContext,
+                   progress: Callable[..., object] | None) -> RowParts | None:
+        if not scorer.shardable:
+            return None
+        n = ctx.n_examples
+        shards = [rows for rows in np.array_split(np.arange(n, dtype=np.int64), min(self._slots(), n)) if len(rows)]
+        resources = {"num_gpus": 1, "num_cpus": 1} if self._gpus else {"num_cpus": 1}
+        task = ray.remote(_score_shard_task).options(**resources, max_retries=1)
+        shipped = ray.put(self._ship(ctx, scorer))
+        pending = {task.remote(scorer, shipped, rows, "cuda" if self._gpus else "cpu"): rows for rows in shards}
+        gathered = PartsGatherer(scorer, n)
+        addresses: set[str] = set()
+        finished = range(len(pending))
+        if progress:
+            finished = progress(finished, desc=f"{scorer.name}: {len(pending)} shards on Ray", total=len(pending),
+                                unit="shard")
+        try:
+            for _ in finished:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                rows = pending.pop(ready[0])
+                parts, address = ray.get(ready[0])
+                addresses.add(address)
+                gathered.add(rows, parts)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+        self._shards[scorer.name] = {"shards": len(shards), "task_resources": resources, "nodes": sorted(addresses)}
+        return gathered.parts
+
     def stop(self) -> None:
+        if self._key is not None:      # the unpacked artifact files, on every machine that may hold them
+            remove = ray.remote(_remove_shard_dir_task)
+            nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+            ray.get([remove.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                     .remote(self._key) for node in nodes])
+            self._key = None
+        self._shipped, self._inputs = {}, None
         if self._connected_here:
             ray.shutdown()
             self._connected_here = False
 
     def describe(self) -> dict:
         return {"name": self.name, "address": self.address, "fold_resources": dict(self._resources),
-                "fold_nodes": {str(k): node for k, node in sorted(self._fold_nodes.items())}}
+                "fold_nodes": {str(k): node for k, node in sorted(self._fold_nodes.items())},
+                "scorer_shards": dict(self._shards)}

@@ -72,7 +72,6 @@ class TrainResult:
     config: TrainConfig
     fold_train_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    backend: dict = field(default_factory=dict)   # where the folds trained (Backend.describe())
 
 
 def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -145,19 +144,16 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     checkpoints/*.pt, checkpoints.json and model.json. Each finished fold is recorded in
     ``fold<k>.json``; with ``resume`` those folds are not trained again (a fold depends only on
     the seed and its index, so the result is the same as an uninterrupted run).
-    ``backend`` trains the folds (default: :class:`curator.backends.LocalBackend`, one after another
-    on ``device``); whichever it is, only this process writes ``artifacts/``.
+    ``backend`` trains the folds: a started :class:`curator.backends.Backend` (default: the local
+    backend, one fold after another on ``device``); whichever it is, only this process writes
+    ``artifacts/``.
     """
     if backend is None:
         from ..backends.local import LocalBackend   # not at the top: the backends import this module
         backend = LocalBackend()
-    started = time.perf_counter()
-    fold_device = backend.start(device)
-    try:
-        return _train_with(backend, fold_device, inputs, labels, kind, n_classes, config, artifacts, progress,
-                           resume, started)
-    finally:
-        backend.stop()
+        backend.start(device)
+    return _train_with(backend, backend.fold_device, inputs, labels, kind, n_classes, config, artifacts,
+                       progress, resume, time.perf_counter())
 
 
 def _train_with(backend: Backend, device: torch.device, inputs: np.ndarray, labels: np.ndarray, kind: str,
@@ -199,7 +195,7 @@ def _train_with(backend: Backend, device: torch.device, inputs: np.ndarray, labe
                                           "train_config": asdict(cfg)})
     return TrainResult(folds, np.array(records["oof_logits"]), records["embeddings"], checkpoints, spec,
                        normalizer, cfg, [log["train_accuracy"] for log in fold_logs],
-                       time.perf_counter() - started, backend.describe())
+                       time.perf_counter() - started)
 
 
 def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: InputBank,
