@@ -111,3 +111,24 @@ def test_bad_options_name_the_option(noisy_digits_run, tmp_path, options):
     ctx = _context(noisy_digits_run, tmp_path, options)
     with pytest.raises(curator.ConfigError, match=r"\[scorers.kernel_density\]"):
         score_kernel_density(ctx)
+
+
+def test_large_groups_are_searched_with_ivf_and_keep_nearly_every_true_neighbour(tmp_path, monkeypatch):
+    ivf_index = knn_module._ivf_ip_index
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(20, 16))
+    x = (centers[rng.integers(0, 20, 6000)] + 0.5 * rng.normal(size=(6000, 16))).astype(np.float32)
+    groups = np.arange(6000) % 2
+    (tmp_path / "exact").mkdir()
+    (tmp_path / "ivf").mkdir()
+    exact, _ = knn_graph(x, 10, tmp_path / "exact", torch.device("cpu"), groups=groups)
+    built = []
+    monkeypatch.setattr(knn_module, "_ivf_ip_index", lambda *a: built.append(a) or ivf_index(*a))
+    approx, sims = knn_graph(x, 10, tmp_path / "ivf", torch.device("cpu"), groups=groups, exact_max=1000)
+    assert len(built) == 2                            # one IVF index per group of 3,000 > exact_max
+    assert approx.shape == (6000, 10)
+    assert not (approx == np.arange(6000)[:, None]).any()
+    assert (groups[approx] == groups[:, None]).all()
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.95, recall
