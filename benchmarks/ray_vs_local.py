@@ -4,13 +4,13 @@ Real Fashion-MNIST images (Debian's dataset-fashion-mnist; scikit-learn's digits
 10% flipped labels, written once as an .npz. Four runs with the same seed:
 
 - local: the folds train one after another in this process (torch's default thread count);
-- local, 1 thread per ... : the same with as many torch threads as each Ray fold task gets;
+- local, 1 thread per ... : the same with as many torch threads as each Ray task gets;
 - ray, cold: `--backend ray` starting its own Ray instance on this machine (start-up included);
 - ray, warm: a Ray instance already running (`ray.init()` before the call), as on a cluster.
 
-Prints a Markdown table: total and train-stage seconds, and how far each run's scores are from those
-of the local run with the Ray tasks' thread count (CPU runs agree bit for bit only at equal thread
-counts; see docs/ray.md).
+Prints a Markdown table: total, train-stage and score-stage seconds, the fold tasks and scorer shards,
+and how far each run's scores are from those of the local run with the Ray tasks' thread count (CPU
+runs agree bit for bit only at equal thread counts; see docs/ray.md).
 
     .venv/bin/python benchmarks/ray_vs_local.py --n 20000
 """
@@ -57,7 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000, help="images")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--scorers", default="learning_speed,early_learning")
+    parser.add_argument("--scorers", default="learning_speed,early_learning,self_influence,adversarial_distance",
+                        help="the last two are shardable: on Ray they run as shard tasks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--address", help="an existing Ray cluster for the warm run [a local instance]")
     args = parser.parse_args()
@@ -86,17 +87,20 @@ def main() -> None:
             ray.shutdown()
 
         reference = rows[1][2].scores
-        columns = [f"score_{name.strip()}" for name in args.scorers.split(",")]
+        columns = [c for c in reference.columns if c.startswith("score_")]
         print(f"{what}; {args.epochs} epochs, 2 folds, scorers {args.scorers}; {os.cpu_count()} CPUs\n")
-        print(f"| backend | total s | train stage s | fold resources | max abs. diff of {', '.join(columns)} "
-              f"vs local, {task_threads} thread(s) | same mislabel flags |")
-        print("|---|---:|---:|---|---:|---|")
+        print(f"| backend | total s | train stage s | score stage s | fold tasks | scorer shards | max abs. diff "
+              f"of the {len(columns)} score columns vs local, {task_threads} thread(s) | same flags |")
+        print("|---|---:|---:|---:|---|---|---:|---|")
         for label, seconds, run in rows:
-            backend = run.manifest["config"]["backend"]
-            diff = max(float(np.abs(run.scores[c].to_numpy() - reference[c].to_numpy()).max()) for c in columns)
-            same = bool((run.scores["is_mislabeled"] == reference["is_mislabeled"]).all())
-            print(f"| {label} | {seconds:.1f} | {run.manifest['stages']['train']['seconds']:.1f} | "
-                  f"{backend.get('fold_resources', 'this process')} | {diff:.2g} | {same} |")
+            backend, stages = run.manifest["config"]["backend"], run.manifest["stages"]
+            shards = ", ".join(f"{name} {s['shards']}" for name, s in backend.get("scorer_shards", {}).items())
+            diff, where = max((float(np.abs(run.scores[c].to_numpy() - reference[c].to_numpy()).max()), c)
+                              for c in columns)
+            same = all(bool((run.scores[f] == reference[f]).all()) for f in ("is_mislabeled", "is_outlier"))
+            diff_text = f"{diff:.2g} ({where})" if diff else "0"
+            print(f"| {label} | {seconds:.1f} | {stages['train']['seconds']:.1f} | {stages['score']['seconds']:.1f} | "
+                  f"{backend.get('fold_resources', 'this process')} | {shards or '-'} | {diff_text} | {same} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

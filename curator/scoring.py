@@ -115,7 +115,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
           format: str = "auto", label_column: str = "label", max_side: int = 64, on_error: str = "skip",
           loss: str | None = None, max_flag_rate: float | None = None, strict: bool = False,
           scorer_timeout: float | None = None, resume: bool = False, plugins: Iterable[object] = (),
-          backend: str | None = None, ray_address: str | None = None,
+          backend: str | None = None, ray_address: str | None = None, threads: int | None = None,
           progress: bool = True, log=None) -> store.Run:
     """Score every example of ``dataset`` and write a run directory; returns the finished :class:`Run`.
 
@@ -126,7 +126,8 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     left out and recorded (``strict`` makes it fatal). ``backend`` says where the fold proxies train
     and the shardable scorers run: ``"local"`` (default, all in this process) or ``"ray"`` (one Ray
     task per fold and shards of rows as Ray tasks, on the cluster at ``ray_address`` or a Ray instance
-    started on this machine); every write stays in this process.
+    started on this machine); every write stays in this process. ``threads`` sets torch's CPU threads
+    in this process for the call (default: torch's, one per core).
     """
     say = log or (lambda msg: None)
     file_cfg = load_config(config)
@@ -150,6 +151,9 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
         raise ConfigError(f"[flags] in {config}: {exc}") from exc
     scorer_options = file_cfg.get("scorers", {})
     scorer_timeout = scorer_timeout if scorer_timeout is not None else opts.get("scorer_timeout")
+    threads = threads if threads is not None else opts.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"--threads {threads}: must be a whole number of at least 1")
     device_t = select_device(device or opts.get("device", "auto"))
     fold_backend = get_backend(backend or opts.get("backend", "local"), ray_address or opts.get("address"))
 
@@ -167,14 +171,17 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     staging = store.Staging(out, key, resume)
     if staging.resumed:
         say(f"resuming {staging.path}: finished stages {', '.join(staging.done) or 'none'}")
+    default_threads = torch.get_num_threads()
     try:
         staging.mark("load", load_stage)
+        torch.set_num_threads(threads or default_threads)
         fold_backend.start(device_t)
         try:
             _score_into(staging, examples, selected, train_config, flag_config, scorer_options, scorer_timeout,
                         strict, device_t, registry, config, progress, say, fold_backend)
         finally:
             fold_backend.stop()
+            torch.set_num_threads(default_threads)
         staging.publish()
     except CuratorError:
         staging.discard()
@@ -263,7 +270,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "config": {"train": asdict(trained.config), "flags": asdict(flag_config),
                    "scorers": [e.scorer.name for e in selected], "scorer_options": scorer_options,
                    "scorer_timeout": scorer_timeout, "config_file": str(config) if config else None,
-                   "backend": backend.describe()},
+                   "backend": backend.describe(), "threads": torch.get_num_threads()},
         "seed": trained.config.seed,
         "resumed": staging.resumed,
         "device": {"type": device_t.type, "name": torch.cuda.get_device_name(device_t) if device_t.type == "cuda"

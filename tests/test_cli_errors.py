@@ -46,6 +46,12 @@ def test_bad_folds_option(tmp_path, noisy_digits):
     assert_clean_failure(result, out, "--folds")
 
 
+def test_bad_threads_option(tmp_path, noisy_digits):
+    root, _ = noisy_digits
+    result, out = _score(tmp_path, root, "--threads", "0")
+    assert_clean_failure(result, out, "--threads 0", "at least 1")
+
+
 def test_existing_out_directory_is_refused_and_untouched(tmp_path, noisy_digits):
     root, _ = noisy_digits
     out = tmp_path / "run"

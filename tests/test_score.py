@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
@@ -167,3 +168,19 @@ def test_duplicate_scorer_names_are_an_error_naming_both():
 
     with pytest.raises(curator.PluginError, match="registered twice.*curator"):
         curator.load_scorers([Twin()])
+
+
+def test_threads_holds_for_the_run_and_is_restored_after(noisy_digits, tmp_path):
+    seen = []
+
+    class Plugin:
+        @curator.hookimpl
+        def register_scorers(self, register):
+            register(curator.Scorer(name="threads_seen", issue="outlier", requires=(),
+                                    score=lambda ctx: seen.append(torch.get_num_threads()) or np.zeros(ctx.n_examples)))
+
+    before = torch.get_num_threads()
+    run = curator.score(noisy_digits[0], out=tmp_path / "run", scorers="threads_seen", epochs=1, threads=1,
+                        plugins=[Plugin()], progress=False)
+    assert seen == [1] and run.manifest["config"]["threads"] == 1
+    assert torch.get_num_threads() == before

@@ -30,12 +30,15 @@ from ..data import FORMATS
 @click.option("--scorer-timeout", type=float, help="Leave out a scorer still running after this many seconds.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out (redo unfinished stages only).")
 @click.option("--backend", type=click.Choice(["local", "ray"]),
-              help="Where the fold proxies train: this process, or one Ray task per fold [local].")
+              help="Where the fold proxies train and the shardable scorers run: this process, or Ray tasks "
+                   "(one per fold, one per shard of rows) [local].")
 @click.option("--address", help="Ray cluster for --backend ray: auto, HOST:6379 or ray://HOST:10001 "
                                 "[a Ray instance on this machine].")
+@click.option("--threads", type=int, help="CPU threads torch uses in this process [one per core]; fewer when "
+                                         "other jobs share the cores.")
 @click.option("--quiet", is_flag=True, help="No progress messages or summary; print only the run path.")
 def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label_column, image_size, on_error,
-          loss, max_flag_rate, strict, scorer_timeout, resume, backend, address, quiet):
+          loss, max_flag_rate, strict, scorer_timeout, resume, backend, address, threads, quiet):
     """Score every example of DATASET and write a run directory.
 
     DATASET is an image folder (DATASET/<class>/<image>), a folder with manifest.csv|parquet
@@ -52,7 +55,8 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
     run = run_score(dataset, out=out, scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed,
                     config=config, format=fmt, label_column=label_column, max_side=image_size, on_error=on_error,
                     loss=loss, max_flag_rate=max_flag_rate, strict=strict, scorer_timeout=scorer_timeout,
-                    resume=resume, backend=backend, ray_address=address, progress=not quiet, log=log)
+                    resume=resume, backend=backend, ray_address=address, threads=threads, progress=not quiet,
+                    log=log)
     if not quiet:
         click.echo(summarize(run))
         click.echo()

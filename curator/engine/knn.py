@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_npy
+from ..atomic import atomic_path
 
 # FAISS GPU brute-force selection handles k <= 1024 in every release (2048 in recent ones).
 _GPU_MAX_K = 1024
@@ -112,14 +112,17 @@ def knn_graph(embeddings: np.ndarray, k: int, artifacts: Path, device: torch.dev
         ind = np.load(ind_path, mmap_mode="r")
         if ind.shape[0] == n and ind.shape[1] >= k_eff:
             return ind[:, :k_eff], np.load(sim_path, mmap_mode="r")[:, :k_eff]
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    indices = np.empty((n, k_eff), np.int64)
-    sims = np.empty((n, k_eff), np.float32)
-    for rows in members:
-        local, s = _search_without_self(np.ascontiguousarray(x[rows]), k_eff, device, batch, exact_max)
-        indices[rows] = rows[local]
-        sims[rows] = s
-    write_npy(ind_path, indices)
-    write_npy(sim_path, sims)
-    return indices, sims
+    # Built group by group straight into memory-mapped files: no (N, D) copy, no (N, k) arrays in memory.
+    with atomic_path(ind_path) as ind_tmp, atomic_path(sim_path) as sim_tmp:
+        indices = np.lib.format.open_memmap(ind_tmp, "w+", np.int64, (n, k_eff))
+        sims = np.lib.format.open_memmap(sim_tmp, "w+", np.float32, (n, k_eff))
+        for rows in members:
+            x = np.array(embeddings[rows], dtype=np.float32)
+            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            local, s = _search_without_self(x, k_eff, device, batch, exact_max)
+            indices[rows] = rows[local]
+            sims[rows] = s
+        indices.flush()
+        sims.flush()
+        del indices, sims
+    return np.load(ind_path, mmap_mode="r"), np.load(sim_path, mmap_mode="r")
