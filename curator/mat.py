@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine.training import _lr_at, assign_folds
+from .engine.optim import ScheduledSGD
+from .engine.training import assign_folds
 from .errors import ConfigError
-from .retrain import Hyper, fit, predict_logits
+from .retrain.config import Hyper
+from .retrain.loop import fit, predict_logits
 
 
 def _soft(holdout_logits: np.ndarray | torch.Tensor, tau: float) -> torch.Tensor:
@@ -119,12 +121,10 @@ def xrm_holdout_logits(make_model: Callable[[], nn.Module], bank, labels: np.nda
         torch.manual_seed(seed * 1009 + t)
         twins.append(make_model().to(device))
     params = [p for m in twins for p in m.parameters()]
-    opt = torch.optim.SGD(params, lr=hyper.lr, momentum=hyper.momentum, nesterov=True,
-                          weight_decay=hyper.weight_decay)
     dynamic = torch.as_tensor(labels.copy(), device=device)          # labels as flipped so far
     half_dev = torch.as_tensor(half, device=device)
     batch = min(hyper.batch_size, n)
-    total, step = hyper.epochs * math.ceil(n / batch), 0
+    opt = ScheduledSGD(params, hyper.epochs * math.ceil(n / batch), hyper.lr, hyper.momentum, hyper.weight_decay)
     for _ in range(hyper.epochs):
         for m in twins:
             m.train()
@@ -147,12 +147,7 @@ def xrm_holdout_logits(make_model: Callable[[], nn.Module], bank, labels: np.nda
             rows_t, losses_t = torch.cat(rows), torch.cat(losses)
             y_rows = y[rows_t]
             loss = torch.stack([losses_t[y_rows == c].mean() for c in torch.unique(y_rows)]).mean()
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, hyper.lr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+            opt.step(loss)
             chance = ((torch.cat(confidence) - 1.0 / n_classes) * n_classes / (n_classes - 1)).clamp(0, 1)
             flip = torch.bernoulli(chance.cpu(), generator=gen).bool().to(device)
             y_new = torch.where(flip, torch.cat(guesses), y_rows)

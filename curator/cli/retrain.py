@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..data import FORMATS
-from ..retrain import HOLDOUTS, METHODS, SELECTIONS
+from ..retrain.config import HOLDOUTS, METHODS, SELECTIONS
 
 
 def _floats(option: str):

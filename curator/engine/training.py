@@ -24,6 +24,7 @@ from ..backends import Backend, FoldJob
 from ..errors import ConfigError
 from .inputs import InputBank, Normalizer
 from .models import ModelSpec, build_model
+from .optim import ScheduledSGD
 
 LOSSES = ("ce", "elr")
 
@@ -88,15 +89,6 @@ def assign_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     small = np.flatnonzero(~big)
     folds[small] = rng.permutation(len(small)) % k
     return folds
-
-
-def _lr_at(step: int, total: int, peak: float) -> float:
-    """Linear warm-up over the first 5% of steps, then cosine decay to 1% of the peak."""
-    warm = max(1, int(0.05 * total))
-    if step < warm:
-        return peak * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def _open_array(path: Path, shape: tuple[int, ...], dtype, resume: bool) -> np.ndarray:
@@ -214,12 +206,10 @@ def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ba
     channels_last = spec.kind == "cnn"
     if channels_last:  # about twice as fast for these small convolutions, on CPU and GPU alike
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                          weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + k)
     train_dev = torch.from_numpy(train_idx).to(device)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    total_steps, step = steps_per_epoch * E, 0
+    opt = ScheduledSGD(model.parameters(), steps_per_epoch * E, cfg.lr, cfg.momentum, cfg.weight_decay)
     target = torch.zeros(len(train_idx), C, device=device) if cfg.loss == "elr" else None
     checkpoints = []
     for epoch in range(E):
@@ -239,10 +229,6 @@ def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ba
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y_all[idx]
-            lr = _lr_at(step, total_steps, cfg.lr)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            lrs.append(lr)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x)
             logits = logits.float()
@@ -254,10 +240,7 @@ def _train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ba
                     t = cfg.elr_beta * target[pos] + (1 - cfg.elr_beta) * (p / p.sum(1, keepdim=True))
                     target[pos] = t
                 loss = loss + cfg.elr_lambda * torch.log(1 - (t * p).sum(1)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+            lrs.append(opt.step(loss))
             epoch_logits[pos] = logits.detach()
             correct += (logits.argmax(1) == y).sum()
         # One device->host copy per epoch; rows in dataset order.

@@ -1,0 +1,90 @@
+"""The settings of ``curator retrain``: the methods, one training run's :class:`Hyper`, and
+:class:`RetrainConfig` with its grids. Imports no torch, so the command line starts quickly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+METHODS = ("erm", "clean", "reweight", "jtt", "mat", "groupdro")
+HOLDOUTS = ("proxies", "xrm")
+SELECTIONS = ("worst-group", "accuracy", "last")
+
+@dataclass(frozen=True)
+class Hyper:
+    """The settings of one training run."""
+
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+
+
+def _grid(name: str, values, positive: bool = True) -> tuple[float, ...]:
+    values = (values,) if isinstance(values, (int, float)) else tuple(values)
+    if not values:
+        raise ConfigError(f"{name}: give at least one value")
+    for v in values:
+        if not isinstance(v, (int, float)) or v != v or (v <= 0 if positive else v < 0):
+            raise ConfigError(f"{name} {v!r}: must be a {'positive' if positive else 'non-negative'} number")
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Settings of ``curator retrain``. Tuples are grids: every combination is trained and the one with the
+    best validation score (``selection``) is kept; the ERM baseline searches the same ``lrs`` × ``weight_decays``.
+
+    epochs/batch_size/lrs/weight_decays: the training budget of every model (batch None: 128, or fewer for
+    small sets so each epoch has ~30 steps). width: channels of the first conv (the proxies use 16).
+    taus/floor/holdout: MAT temperature grid, probability floor, source of held-out logits.
+    jtt_epochs/upweights: JTT's early-stopped identification model and its error-set upsampling grid λ.
+    dro_step: GroupDRO's exponentiated-gradient step on the group weights.
+    val_fraction: share of DATASET held out for validation when no validation set is given.
+    selection: ``worst-group`` (true groups if the validation set has a ``group`` column, else class ×
+    held-out-correct), ``accuracy``, or ``last`` (no selection: the last epoch of a single setting).
+    """
+
+    epochs: int = 8
+    batch_size: int | None = None
+    lrs: tuple[float, ...] = (0.05,)
+    weight_decays: tuple[float, ...] = (5e-4,)
+    width: int = 16
+    taus: tuple[float, ...] = (1.0,)
+    floor: float = 0.01
+    holdout: str = "proxies"
+    jtt_epochs: int = 1
+    upweights: tuple[float, ...] = (10.0,)
+    dro_step: float = 0.01
+    val_fraction: float = 0.1
+    selection: str = "worst-group"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen: normalise in place)
+        set_("lrs", _grid("--lr", self.lrs))
+        set_("weight_decays", _grid("--weight-decay", self.weight_decays, positive=False))
+        set_("taus", _grid("--tau", self.taus))
+        set_("upweights", _grid("--upweight", self.upweights))
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs}: need at least 1 epoch")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be positive")
+        if self.width < 1:
+            raise ConfigError(f"--width {self.width}: must be positive")
+        if not 0 < self.floor < 1:
+            raise ConfigError(f"--floor {self.floor}: must be in (0, 1)")
+        if self.holdout not in HOLDOUTS:
+            raise ConfigError(f"--holdout {self.holdout!r}: expected one of {', '.join(HOLDOUTS)}")
+        if not 1 <= self.jtt_epochs <= self.epochs:
+            raise ConfigError(f"--jtt-epochs {self.jtt_epochs}: must be between 1 and --epochs ({self.epochs})")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"--select {self.selection!r}: expected one of {', '.join(SELECTIONS)}")
+
+    def hyper(self, n_train: int, lr: float, weight_decay: float, epochs: int | None = None) -> Hyper:
+        batch = self.batch_size or min(128, max(16, n_train // 30))
+        return Hyper(epochs=epochs or self.epochs, batch_size=batch, lr=lr, weight_decay=weight_decay)

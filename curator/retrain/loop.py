@@ -1,0 +1,126 @@
+"""The training loop every retrain method uses: :func:`fit` (SGD with upsampling, MAT's logit
+adjustment or GroupDRO's group weights, and per-epoch model selection) and :func:`predict_logits`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.optim import ScheduledSGD
+from ..errors import ConfigError
+from .config import Hyper
+
+class TensorBank:
+    """In-memory (N, ...) float inputs used as they are (no normalisation): the ``InputBank`` interface."""
+
+    def __init__(self, inputs, device: torch.device = torch.device("cpu")):
+        self.data = torch.as_tensor(np.asarray(inputs, dtype=np.float32)).to(device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        return self.data[torch.as_tensor(index).to(self.device)]
+
+
+@dataclass
+class Fitted:
+    """What :func:`fit` did: the kept epoch (1-based), its validation score and every epoch's score."""
+
+    epoch: int
+    score: tuple | None
+    history: list = field(default_factory=list)
+
+
+def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyper, *, seed: int = 0,
+        device: torch.device = torch.device("cpu"), weights: np.ndarray | None = None,
+        log_prior: np.ndarray | None = None, groups: np.ndarray | None = None, dro_step: float = 0.01,
+        select: Callable[[nn.Module], tuple] | None = None) -> Fitted:
+    """Train ``model`` in place with SGD (Nesterov momentum, warm-up + cosine) and return what was kept.
+
+    rows: (n,) indices into ``bank``; labels: (n,) int targets of those rows.
+    weights: (n,) sampling weights — each epoch draws n rows with replacement in proportion (upsampling).
+    log_prior: (n, C) MAT adjustment added (detached) to the logits in the loss only.
+    groups: (n,) int group of each row for GroupDRO (Sagawa et al. 2020): the loss is Σ_g q_g ℓ_g with
+    q_g ← q_g·exp(dro_step·ℓ_g) after every batch.
+    select: called after every epoch; the epoch with the highest returned tuple is restored at the end.
+    """
+    from ..mat import adjusted_cross_entropy   # not at the top: curator.mat trains with fit()
+
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    if n == 0:
+        raise ConfigError("no training examples left (every row was dropped)")
+    y_all = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
+    rows_dev = torch.as_tensor(rows)
+    prior = torch.as_tensor(log_prior, device=device) if log_prior is not None else None
+    group_t = torch.as_tensor(np.asarray(groups, dtype=np.int64), device=device) if groups is not None else None
+    q = torch.ones(int(group_t.max()) + 1, device=device) / (int(group_t.max()) + 1) if groups is not None else None
+    draw = torch.as_tensor(np.asarray(weights, dtype=np.float64)) if weights is not None else None
+    gen = torch.Generator().manual_seed(seed)
+    batch = min(hyper.batch_size, n)
+    use_bf16 = device.type == "cuda"
+    opt = ScheduledSGD(model.parameters(), hyper.epochs * math.ceil(n / batch), hyper.lr, hyper.momentum,
+                       hyper.weight_decay)
+    best, best_state, history = None, None, []
+    kept = hyper.epochs
+    for epoch in range(hyper.epochs):
+        model.train()
+        order = (torch.multinomial(draw, n, replacement=True, generator=gen) if draw is not None
+                 else torch.randperm(n, generator=gen))
+        for start in range(0, n, batch):
+            pos = order[start:start + batch]
+            x = bank.batch(rows_dev[pos])
+            pos_dev = pos.to(device)
+            y = y_all[pos_dev]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(x)
+            logits = logits.float()
+            if prior is not None:
+                losses = adjusted_cross_entropy(logits, prior[pos_dev], y, reduction="none")
+            else:
+                losses = F.cross_entropy(logits, y, reduction="none")
+            if q is not None:
+                g = group_t[pos_dev]
+                group_loss = torch.zeros_like(q).index_add(0, g, losses)
+                counts = torch.zeros_like(q).index_add(0, g, torch.ones_like(losses))
+                group_loss = group_loss / counts.clamp_min(1)
+                with torch.no_grad():
+                    q = q * torch.exp(dro_step * group_loss.detach() * (counts > 0))
+                    q = q / q.sum()
+                loss = (q * group_loss).sum()
+            else:
+                loss = losses.mean()
+            opt.step(loss)
+        if select is not None:
+            score = tuple(select(model))
+            history.append(score)
+            if best is None or score > best:
+                best, kept = score, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return Fitted(kept, best, history)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, bank, rows: np.ndarray, *, device: torch.device = torch.device("cpu"),
+                   batch: int = 512) -> np.ndarray:
+    """(n, C) float32 logits of ``model`` alone (no adjustment) for ``rows`` of ``bank``."""
+    was_training = model.training
+    model.eval()
+    rows = np.asarray(rows, dtype=np.int64)
+    out = []
+    for start in range(0, len(rows), batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(model(bank.batch(torch.from_numpy(rows[start:start + batch]))).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
