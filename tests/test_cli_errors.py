@@ -1,6 +1,10 @@
-"""Bad input: a one-line error naming the problem, a non-zero exit, and no run directory left behind."""
+"""The command line: bad input gets a one-line error naming the problem, a non-zero exit and no run
+directory left behind; commands that never train start without importing torch."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 from click.testing import CliRunner
 from PIL import Image
@@ -75,3 +79,11 @@ def test_an_unknown_flags_setting_in_the_config_is_named(tmp_path, noisy_digits)
     config.write_text("[flags]\nmax_flag_rat = 0.1\n")
     result, out = _score(tmp_path, root, "--config", str(config))
     assert_clean_failure(result, out, "[flags]", "max_flag_rat")
+
+
+def test_commands_that_never_train_start_without_importing_torch():
+    code = ("import sys; from curator.cli import main; from curator.retrain import METHODS; "
+            "print(sorted(m for m in ('torch', 'ray', 'faiss') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
