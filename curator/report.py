@@ -38,6 +38,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .stat { background: #fff; border: 1px solid #e1e5ea; border-radius: 6px; padding: 8px 14px; }
 .stat b { display: block; font-size: 20px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(190px, 1fr)); gap: 10px; }
+.strip { display: flex; flex-wrap: wrap; gap: 6px; min-width: 880px; } .strip .card { width: 104px; }
 .card { background: #fff; border: 1px solid #e1e5ea; border-radius: 6px; padding: 8px; overflow-wrap: anywhere; }
 .card img, .noimg { display: block; width: 96px; height: 96px; object-fit: contain; margin: 0 auto 6px;
        image-rendering: pixelated; background: #eef0f3; }
@@ -191,7 +192,7 @@ def _spurious_groups(run: Run, thumbs: _Thumbnails, show: int = 8) -> str:
                            for i in ids[:show])
         more = f'<p class="muted small">and {len(ids) - show} more</p>' if len(ids) > show else ""
         out.append(f'<tr><td>{_e(group.get("class", ""))}</td><td class="num">{_e(group.get("size", len(ids)))}</td>'
-                   f'<td class="num">{acc}</td><td><div class="grid">{pictures}</div>{more}</td></tr>')
+                   f'<td class="num">{acc}</td><td><div class="strip">{pictures}</div>{more}</td></tr>')
     out.append("</table>")
     return "".join(out)
 
