@@ -12,8 +12,7 @@ Modules: ``config`` (settings, no torch), ``loop``, ``evaluation``, ``data``, ``
 Names from the torch-using modules are imported on first use.
 """
 
-from importlib import import_module
-
+from ..lazy import lazy_getattr
 from .config import HOLDOUTS, METHODS, SELECTIONS, Hyper, RetrainConfig
 
 _LAZY = {"TensorBank": ".loop", "Fitted": ".loop", "fit": ".loop", "predict_logits": ".loop",
@@ -21,14 +20,7 @@ _LAZY = {"TensorBank": ".loop", "Fitted": ".loop", "fit": ".loop", "predict_logi
          "EvalSet": ".data", "read_applied_reviews": ".data",
          "MethodResult": ".methods", "Retrainer": ".methods",
          "RetrainResult": ".command", "default_out": ".command", "retrain": ".command", "load_model": ".command"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'curator.retrain' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["HOLDOUTS", "METHODS", "SELECTIONS", "Hyper", "RetrainConfig", *_LAZY]
