@@ -56,6 +56,13 @@ def test_bad_threads_option(tmp_path, noisy_digits):
     assert_clean_failure(result, out, "--threads 0", "at least 1")
 
 
+def test_a_bad_choice_is_one_line_naming_the_option_and_the_help(tmp_path, noisy_digits):
+    root, _ = noisy_digits
+    result, out = _score(tmp_path, root, "--backend", "spark")
+    message = assert_clean_failure(result, out, "'--backend'", "'spark'")
+    assert result.exit_code == 2 and message.endswith("See 'main score --help'.")
+
+
 def test_existing_out_directory_is_refused_and_untouched(tmp_path, noisy_digits):
     root, _ = noisy_digits
     out = tmp_path / "run"

@@ -13,6 +13,7 @@ from PIL import Image
 
 import curator
 from curator.cli import main
+from conftest import assert_clean_failure  # noqa: E402
 from curator.data import load_dataset
 from curator.engine.inputs import InputBank
 from curator.engine.models import ModelSpec, build_model
@@ -157,34 +158,25 @@ def _retrain(tmp_path, *args):
     return CliRunner().invoke(main, ["retrain", *map(str, args), "--out", str(out), "--quiet"]), out
 
 
-def _assert_clean_failure(result, out, *needles):
-    assert result.exit_code != 0
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error:"), result.output
-    for needle in needles:
-        assert needle in message, message
-    assert not out.exists()
-
-
 def test_unknown_method_names_the_option(tmp_path, noisy_digits):
     result, out = _retrain(tmp_path, noisy_digits[0], "--method", "foo")
-    _assert_clean_failure(result, out, "--method", "foo")
+    assert_clean_failure(result, out, "--method", "foo")
 
 
 @pytest.mark.parametrize("method", ["mat", "clean", "reweight"])
 def test_a_method_that_needs_a_run_says_so(tmp_path, noisy_digits, method):
     result, out = _retrain(tmp_path, noisy_digits[0], "--method", method)
-    _assert_clean_failure(result, out, f"--method {method}", "--run")
+    assert_clean_failure(result, out, f"--method {method}", "--run")
 
 
 def test_groupdro_without_true_groups_names_the_column(tmp_path, noisy_digits):
     result, out = _retrain(tmp_path, noisy_digits[0], "--method", "groupdro", "--epochs", "1")
-    _assert_clean_failure(result, out, "groupdro", "'group'")
+    assert_clean_failure(result, out, "groupdro", "'group'")
 
 
 def test_bad_tau_names_the_option(tmp_path, noisy_digits, noisy_digits_run):
     result, out = _retrain(tmp_path, noisy_digits[0], "--run", noisy_digits_run.path, "--tau", "0")
-    _assert_clean_failure(result, out, "--tau")
+    assert_clean_failure(result, out, "--tau")
 
 
 def test_an_eval_set_of_another_shape_is_refused(tmp_path, noisy_digits, noisy_digits_run):
@@ -193,7 +185,7 @@ def test_an_eval_set_of_another_shape_is_refused(tmp_path, noisy_digits, noisy_d
         (other / c).mkdir(parents=True)
         Image.new("L", (16, 16), 200).save(other / c / "a.png")
     result, out = _retrain(tmp_path, noisy_digits[0], "--method", "erm", "--eval", other)
-    _assert_clean_failure(result, out, "--eval", "(1, 16, 16)")
+    assert_clean_failure(result, out, "--eval", "(1, 16, 16)")
 
 
 def test_proxies_reloaded_for_validation_reproduce_the_runs_held_out_logits(trainer, noisy_digits_run):
@@ -212,7 +204,7 @@ def test_applied_reviews_with_another_method_is_refused(tmp_path, noisy_digits, 
     csv.write_text("id,path,label\n")
     result, out = _retrain(tmp_path, noisy_digits[0], "--run", noisy_digits_run.path, "--method", "mat",
                            "--applied-reviews", csv)
-    _assert_clean_failure(result, out, "--applied-reviews", "--method clean")
+    assert_clean_failure(result, out, "--applied-reviews", "--method clean")
 
 
 def test_applied_reviews_with_an_unknown_label_names_file_and_label(tmp_path, noisy_digits):
@@ -220,7 +212,7 @@ def test_applied_reviews_with_an_unknown_label_names_file_and_label(tmp_path, no
     first = next(iter(noisy_digits[1]))                       # an id of the dataset
     pd.DataFrame({"id": [first], "path": [first], "label": ["zebra"]}).to_csv(csv, index=False)
     result, out = _retrain(tmp_path, noisy_digits[0], "--method", "clean", "--applied-reviews", csv)
-    _assert_clean_failure(result, out, "--applied-reviews", "corrected_manifest.csv", "'zebra'")
+    assert_clean_failure(result, out, "--applied-reviews", "corrected_manifest.csv", "'zebra'")
 
 
 def test_a_non_empty_out_folder_is_refused_and_untouched(tmp_path, noisy_digits):

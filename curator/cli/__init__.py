@@ -11,13 +11,18 @@ from ..errors import CuratorError
 
 
 class CuratorGroup(click.Group):
-    """Turns CuratorError into a one-line message and a non-zero exit."""
+    """Turns CuratorError, and a command's bad option or argument, into a one-line message and a
+    non-zero exit."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CuratorError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" See '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
             sys.exit(exc.exit_code)
 
 
