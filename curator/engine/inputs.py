@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -46,7 +48,12 @@ class Normalizer:
 
 
 class InputBank:
-    """All inputs, resident on the device when they fit, else read from the memory map per batch."""
+    """All inputs, resident on the device when they fit, else read from the memory map per batch.
+
+    :meth:`batch` serves one batch; :meth:`batches` serves a sequence of them, and when the inputs are
+    not resident it gathers the next batch on the host (into pinned memory on CUDA) in a background
+    thread while the caller computes on the current one.
+    """
 
     def __init__(self, inputs: np.ndarray, normalizer: Normalizer, device: torch.device,
                  max_device_fraction: float = 0.4):
@@ -66,15 +73,31 @@ class InputBank:
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         """Normalised float batch for example indices ``index`` (B,) on ``self.device``."""
         if self.resident:
-            raw = self._data[index.to(self.device)]
-        else:
-            idx = index.cpu().numpy()
-            order = np.argsort(idx)  # sorted reads are kinder to the memory map
-            raw_np = np.empty((len(idx),) + self._host.shape[1:], dtype=self._host.dtype)
-            raw_np[order] = self._host[idx[order]]
-            raw = torch.from_numpy(raw_np)
-            if self.device.type == "cuda":
-                raw = raw.pin_memory().to(self.device, non_blocking=True)
-            else:
-                raw = raw.to(self.device)
-        return self.normalizer(raw)
+            return self.normalizer(self._data[index.to(self.device)])
+        return self._upload(self._gather(index))
+
+    def batches(self, indices: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """:meth:`batch` of each index tensor of ``indices`` in turn, the next one prefetched."""
+        if self.resident:
+            yield from (self.batch(index) for index in indices)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-prefetch") as worker:
+            pending = None
+            for index in indices:
+                ready, pending = pending, worker.submit(self._gather, index)
+                if ready is not None:
+                    yield self._upload(ready.result())
+            if pending is not None:
+                yield self._upload(pending.result())
+
+    def _gather(self, index: torch.Tensor) -> torch.Tensor:
+        """Raw rows ``index`` from the host array, as a (pinned, on CUDA) CPU tensor."""
+        idx = index.cpu().numpy()
+        order = np.argsort(idx)  # sorted reads are kinder to the memory map
+        raw = np.empty((len(idx),) + self._host.shape[1:], dtype=self._host.dtype)
+        raw[order] = self._host[idx[order]]
+        raw = torch.from_numpy(raw)
+        return raw.pin_memory() if self.device.type == "cuda" else raw
+
+    def _upload(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.normalizer(raw.to(self.device, non_blocking=True))
