@@ -191,7 +191,8 @@ class InterleavedShards(LocalBackend):
         return gathered.parts
 
 
-def _columns(entry: RegisteredScorer, ctx: ScoreContext, backend: LocalBackend | None = None) -> dict[str, np.ndarray]:
+def _columns(entry: RegisteredScorer, ctx: ScoreContext,
+             backend: LocalBackend | None = None) -> dict[str, np.ndarray]:
     """The scorer's columns exactly as ``curator.score`` validates and normalises them."""
     try:
         return _run_scorer(entry, ctx, backend or LocalBackend())

@@ -31,6 +31,9 @@ gets its last-layer margin mapped onto the DeepFool distances by quantile (its m
 among the subset's margins picks the same percentile of the subset's DeepFool distances) and is
 ranked with them.
 
+Shardable: ``score_rows`` runs DeepFool on its rows and returns their raw distances; ``finish``
+(``rank_distances``) fills in the examples outside the subset and ranks, on every row at once.
+
 Cost: about ``max_iter`` forward passes and ``max_iter * (candidates - 1)`` input-gradient passes per
 example in the worst case, fewer as examples flip and leave the batch. For the attack the proxy is
 copied with batch norm folded into the convolutions (torch.fx) and channels-last memory, the same

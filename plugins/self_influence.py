@@ -14,6 +14,9 @@ Modes (``[scorers.self_influence] mode``):
   about 20x the last-layer time on CPU; meant for small models and datasets.
 
 Other option: ``batch_size`` (default 2048), examples per forward pass.
+
+Shardable: an example's score needs only its own gradients, so ``score_rows`` scores any subset of
+rows and ``--backend ray`` spreads them over shard tasks.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class FoldJob:
     config: "TrainConfig"        # resolved for the device the folds train on
     spec: "ModelSpec"
     normalizer: "Normalizer"
-    inputs: np.ndarray           # (N, C, H, W) uint8 or (N, D) float32
+    inputs: np.ndarray           # (N, C, H, W) uint8 or (N, D) float32 (its object-store ref on Ray)
     labels: np.ndarray           # (N,) int64
 
 

@@ -25,4 +25,5 @@ class LocalBackend(Backend):
         bank = InputBank(job.inputs, job.normalizer, self.fold_device)
         y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=self.fold_device)
         for k in todo:          # looked up on the module, where the resume tests wrap it
-            yield training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.fold_device, sink, progress)
+            yield training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.fold_device, sink,
+                                       progress)

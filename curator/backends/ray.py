@@ -117,8 +117,8 @@ class ShippedContext:
         missing = [name for name in self.files if not (root / name).exists()]
         if not missing:
             return root
-        # Unpack everything into a fresh directory, then move in what is missing: a task on the same
-        # machine doing the same at the same time writes identical bytes, and a rename is atomic.
+        # Unpack the missing files into a fresh directory, then rename each into place: a task on the
+        # same machine doing the same at the same time writes identical bytes, and a rename is atomic.
         staging = root.parent / f".{self.key}-{uuid.uuid4().hex}"
         for name in missing:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,8 @@ def knn_graph(embeddings: np.ndarray, k: int, artifacts: Path, device: torch.dev
     within an example's own group. Curator passes the folds: out-of-fold embeddings of different folds
     come from different networks, so similarities across folds compare unrelated feature spaces.
     Queries k' + 1 neighbours and drops the example itself. Groups of more than ``exact_max`` rows
-    are searched with IVF (approximate; see the module docstring). Stored as ``artifacts/knn_*.npy``; a stored
-    graph with N rows and at least k' neighbours is reused.
+    are searched with IVF (approximate; see the module docstring). Stored as ``artifacts/knn_*.npy``;
+    a stored graph with N rows and at least k' neighbours is reused.
     """
     n = len(embeddings)
     groups = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
