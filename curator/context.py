@@ -167,13 +167,16 @@ class ScoreContext:
         """Normalised model inputs for example indices ``index`` (B,), as the proxies saw them, on ``device``."""
         return self._bank.batch(torch.as_tensor(np.asarray(index), dtype=torch.long))
 
-    def knn(self, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    def knn(self, k: int = 20, exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The shared kNN graph of L2-normalised out-of-fold embeddings, built once per run.
 
         Neighbours are searched within the example's own fold (one network embedded that fold), self
-        excluded, most similar first. Returns (indices (N, k') int64, cosine similarities (N, k')
-        float32) with k' = min(k, smallest fold size - 1).
+        excluded, most similar first: exactly for folds of up to ``exact_max`` examples (default
+        200,000), with an IVF index above. Returns (indices (N, k') int64, cosine similarities (N, k')
+        float32) with k' = min(k, smallest fold size - 1). The first call builds the graph; later
+        calls read it back, whatever their ``exact_max``.
         """
-        from .engine.knn import knn_graph
+        from .engine.knn import EXACT_MAX, knn_graph
 
-        return knn_graph(self.embeddings, k, self.artifacts, self.device, groups=self.folds)
+        return knn_graph(self.embeddings, k, self.artifacts, self.device, groups=self.folds,
+                         exact_max=EXACT_MAX if exact_max is None else exact_max)

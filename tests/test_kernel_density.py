@@ -106,7 +106,8 @@ def test_knn_graph_searches_within_groups(tmp_path):
     assert (groups[indices] == groups[:, None]).all()
 
 
-@pytest.mark.parametrize("options", [{"k": 0}, {"k": 2.5}, {"bandwidth": 0}, {"bandwidth": "wide"}])
+@pytest.mark.parametrize("options", [{"k": 0}, {"k": 2.5}, {"bandwidth": 0}, {"bandwidth": "wide"},
+                                     {"exact_max": -1}, {"exact_max": "all"}])
 def test_bad_options_name_the_option(noisy_digits_run, tmp_path, options):
     ctx = _context(noisy_digits_run, tmp_path, options)
     with pytest.raises(curator.ConfigError, match=r"\[scorers.kernel_density\]"):
@@ -132,3 +133,13 @@ def test_large_groups_are_searched_with_ivf_and_keep_nearly_every_true_neighbour
     assert (np.diff(sims, axis=1) <= 1e-6).all()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.95, recall
+
+
+def test_exact_max_option_reaches_the_knn_search(noisy_digits_run, tmp_path, monkeypatch):
+    ctx = _context(noisy_digits_run, _copy_embeddings(noisy_digits_run, tmp_path), {"exact_max": 100})
+    built = []
+    ivf_index = knn_module._ivf_ip_index
+    monkeypatch.setattr(knn_module, "_ivf_ip_index", lambda *a: built.append(a) or ivf_index(*a))
+    out = score_kernel_density(ctx)
+    assert len(built) == len(np.unique(ctx.folds))       # every fold is larger than 100: IVF for each
+    assert out["kernel_density"].shape == (ctx.n_examples,)
