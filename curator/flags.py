@@ -19,6 +19,9 @@
   tail singles out because they are dense among themselves — and its misses are flagged as outliers.
   A group whose misses are mostly flagged mislabeled is a cluster of label errors, not a shortcut;
   and no example flagged mislabeled is also flagged spurious.
+- outlier, too: every member of a *foreign batch* (see ``curator.foreign``): a cluster of the held-out
+  representation whose labels are spread over the classes and which the held-out model predicts no
+  better than chance — images from another source with labels that mean nothing for them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .foreign import ForeignBatch, foreign_batches
 from .spurious import ShortcutGroup, attribute_warnings, shortcut_groups
 
 
@@ -43,6 +47,8 @@ class FlagConfig:
     min_group_size: int = 10
     accuracy_gap: float = 0.3
     outlier_group_percentile: float = 0.9
+    foreign_label_share: float = 0.5
+    foreign_margin: float = 0.05
     attribute_margin: float = 0.2
 
     def __post_init__(self) -> None:
@@ -52,6 +58,8 @@ class FlagConfig:
             raise ConfigError(f"[flags] outlier_z = {self.outlier_z}: must be positive")
         if not 0.0 < self.accuracy_gap <= 1.0:
             raise ConfigError(f"[flags] accuracy_gap = {self.accuracy_gap}: must be in (0, 1]")
+        if not 0.0 < self.foreign_label_share <= 1.0:
+            raise ConfigError(f"[flags] foreign_label_share = {self.foreign_label_share}: must be in (0, 1]")
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Flags:
     table: pd.DataFrame
     spurious_groups: list[ShortcutGroup] = field(default_factory=list)
     spurious_attributes: list[dict] = field(default_factory=list)
+    foreign_batches: list[ForeignBatch] = field(default_factory=list)
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:
@@ -125,13 +134,15 @@ def _reasons(percentiles: dict[str, np.ndarray], rows: np.ndarray, cut: float) -
 def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof_probs: np.ndarray,
          labels: np.ndarray, classes: list[str], ids: list[str], config: FlagConfig = FlagConfig(), *,
          insample_probs: np.ndarray | None = None, oof_logits: np.ndarray | None = None,
+         embeddings: np.ndarray | None = None, folds: np.ndarray | None = None,
          metadata: pd.DataFrame | None = None) -> Flags:
     """Combine scorer columns into per-issue scores and flags.
 
     columns: scorer column name -> (N,) score, higher = worse
     issues:  scorer column name -> issue types it informs
     oof_probs: (N, C) out-of-fold probabilities; insample_probs: (N, C) early-learning targets or None
-    oof_logits: (N, C) out-of-fold logits, for shortcut groups; metadata: N rows of extra columns
+    oof_logits: (N, C) out-of-fold logits, for shortcut groups; embeddings: (N, D) out-of-fold and
+    folds: (N,), for foreign batches; metadata: N rows of extra columns
     Returns Flags whose table has N rows: is_mislabeled, is_outlier, is_spurious, mislabeled_score,
     outlier_score, spurious_score, suggested_label, reasons.
     """
@@ -185,10 +196,21 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
                 is_out |= moved
                 is_spur &= ~moved
         is_spur &= ~is_mis
-        if is_out.sum() > cap:
-            keep = np.flatnonzero(is_out)[np.argsort(-out_score[is_out], kind="stable")[:cap]]
-            is_out[:] = False
-            is_out[keep] = True
+
+    # Outlier, too: foreign batches.
+    foreign = []
+    if embeddings is not None and folds is not None:
+        foreign = foreign_batches(embeddings, folds, labels, predicted, len(classes), ids,
+                                  clusters_per_class=config.clusters_per_class, min_size=config.min_group_size,
+                                  max_label_share=config.foreign_label_share,
+                                  chance_margin=config.foreign_margin)
+        for batch in foreign:
+            is_out[batch.rows] = True
+            is_spur[batch.rows] = False          # foreign, not a shortcut
+    if is_out.sum() > cap:
+        keep = np.flatnonzero(is_out)[np.argsort(-out_score[is_out], kind="stable")[:cap]]
+        is_out[:] = False
+        is_out[keep] = True
 
     # Suggested label: the most likely other class where the label is doubted.
     others = true_class.copy()
@@ -212,6 +234,12 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
                f"{what} {group.label}#{group.cluster} ({group.size} examples, held-out accuracy "
                f"{group.heldout_accuracy:.0%} vs {group.class_heldout_accuracy:.0%} for the class)")
         reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
+    for number, batch in enumerate(foreign):
+        tag = (f"outlier: foreign batch #{number} ({len(batch.rows)} similar examples whose labels are spread over "
+               f"the classes; held-out accuracy {batch.heldout_accuracy:.0%}, chance {batch.chance_accuracy:.0%})")
+        for i in batch.rows:
+            if is_out[i]:
+                reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
 
     table = pd.DataFrame({
         "is_mislabeled": is_mis, "is_outlier": is_out, "is_spurious": is_spur,
@@ -220,4 +248,4 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     })
     attributes = (attribute_warnings(metadata, labels, margin=config.attribute_margin)
                   if metadata is not None and len(metadata.columns) else [])
-    return Flags(table, shortcuts.groups if shortcuts else [], attributes)
+    return Flags(table, shortcuts.groups if shortcuts else [], attributes, foreign)

@@ -245,7 +245,8 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                  for col, kinds in e.scorer.column_issues().items() if f"score_{col}" in columns}
     flags = flag({c: columns[c] for c in informing}, informing, oof_probs, examples.labels, examples.classes,
                  examples.ids, flag_config, insample_probs=Dynamics(root / "artifacts").ema_probs(),
-                 oof_logits=trained.oof_logits, metadata=examples.metadata)
+                 oof_logits=trained.oof_logits, embeddings=trained.embeddings, folds=trained.folds,
+                 metadata=examples.metadata)
     timings["flag"] = _done(t0)
 
     scores = pd.DataFrame({
@@ -283,6 +284,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "flag_counts": {k: int(flags.table[f"is_{k}"].sum()) for k in ("mislabeled", "outlier", "spurious")},
         "spurious_groups": [g.to_dict() for g in flags.spurious_groups if g.kind == "shortcut"],
         "outlier_groups": [g.to_dict() for g in flags.spurious_groups if g.kind == "outlier"],
+        "foreign_batches": [b.to_dict() for b in flags.foreign_batches],
         "spurious_attributes": flags.spurious_attributes,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__},

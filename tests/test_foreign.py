@@ -1,0 +1,59 @@
+"""Foreign batches: clusters of the held-out representation whose labels mean nothing for them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import truth_for
+from curator.foreign import foreign_batches
+
+
+def _embeddings(rng, centers: np.ndarray, assign: np.ndarray) -> np.ndarray:
+    return (centers[assign] + 0.05 * rng.normal(size=(len(assign), centers.shape[1]))).astype(np.float32)
+
+
+def test_a_cluster_with_random_labels_and_chance_predictions_is_foreign_and_the_others_are_not():
+    rng = np.random.default_rng(0)
+    n_classes, per = 10, 60
+    centers = rng.normal(size=(13, 16))
+    # Blobs 0-9: clean classes. Blob 10: a confusable region of classes 0-2 that the held-out model gets
+    # right. Blob 11: class-2 images, 30% of them labelled 3 (label errors). Blob 12: a foreign batch,
+    # arbitrary labels and predictions unrelated to them.
+    assign = np.repeat(np.arange(13), per)
+    labels = np.r_[np.repeat(np.arange(10), per), rng.integers(0, 3, per), np.full(per, 2),
+                   rng.integers(0, n_classes, per)]
+    predicted = labels.copy()
+    labels[11 * per:11 * per + 18] = 3                                       # held-out still says 2 there
+    predicted[12 * per:] = rng.integers(0, n_classes, per)
+    x = _embeddings(rng, centers, assign)
+    ids = [str(i) for i in range(len(labels))]
+    found = foreign_batches(x, np.zeros(len(labels), np.int64), labels, predicted, n_classes, ids,
+                            clusters_per_class=2)
+    foreign_rows = set(range(12 * per, 13 * per))
+    assert found and set(np.concatenate([b.rows for b in found])) == foreign_rows
+    for batch in found:
+        assert batch.largest_label_share < 0.5 and batch.heldout_accuracy <= batch.chance_accuracy + 0.05
+        record = batch.to_dict()
+        assert record["kind"] == "foreign" and record["size"] == len(batch.rows) == len(record["ids"])
+
+
+def test_two_classes_never_give_a_foreign_batch():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    labels = rng.integers(0, 2, 200)
+    assert foreign_batches(x, np.zeros(200, np.int64), labels, rng.integers(0, 2, 200), 2,
+                           [str(i) for i in range(200)]) == []
+
+
+def test_photo_patches_among_digits_form_a_foreign_batch_of_patches(ood_digits, ood_digits_run):
+    is_ood = truth_for(ood_digits_run, ood_digits[1])
+    batches = ood_digits_run.manifest["foreign_batches"]
+    assert batches, "no foreign batch found"
+    members = ood_digits_run.scores["id"].isin({i for b in batches for i in b["ids"]}).to_numpy()
+    assert (members & is_ood).sum() / members.sum() >= 0.9          # the batch is patches, not digits
+    assert ood_digits_run.scores["is_outlier"].to_numpy()[members].all()
+    assert ood_digits_run.scores.loc[members, "reasons"].str.contains("foreign batch #").all()
+
+
+def test_label_noise_alone_gives_no_foreign_batch(noisy_digits_run):
+    assert noisy_digits_run.manifest["foreign_batches"] == []
