@@ -1,8 +1,8 @@
 """``report.html``: one self-contained page a person reads the morning after a run.
 
 Run summary, per-issue score histograms (inline SVG), flags per class, suspected spurious groups
-(when the manifest has ``spurious_groups``) and the worst flagged examples of each issue as
-thumbnails with given -> suggested label and reasons. Styles and thumbnails (PNG data URIs) are
+(when the manifest has ``spurious_groups``), foreign batches (``foreign_batches``) and the worst
+flagged examples of each issue as thumbnails with given -> suggested label and reasons. Styles and thumbnails (PNG data URIs) are
 inline; a Content-Security-Policy allows nothing else to load or run, and every text that comes
 from the data (ids, paths, class names, reasons) is HTML-escaped.
 """
@@ -178,23 +178,51 @@ def _per_class(run: Run) -> str:
     return "".join(rows)
 
 
-def _spurious_groups(run: Run, thumbs: _Thumbnails, show: int = 8) -> str:
-    groups = run.manifest.get("spurious_groups")
-    if not groups:
-        return '<p class="muted">No suspected spurious groups in this run.</p>'
-    out = ['<table><tr><th>class</th><th class="num">size</th><th class="num">held-out accuracy</th>'
-           "<th>examples</th></tr>"]
+def _group_rows(groups: list[dict], thumbs: _Thumbnails, cells, show: int = 8) -> str:
+    """One table row per group: ``cells(group)`` (already escaped ``<td>``s), then up to ``show``
+    thumbnails of its members side by side."""
+    out = []
     for group in groups:
         ids = [str(i) for i in group.get("ids", [])]
-        acc = group.get("heldout_accuracy")
-        acc = f"{acc:.3f}" if isinstance(acc, (int, float)) else _e(acc if acc is not None else "")
         pictures = "".join(f'<div class="card">{thumbs.tag(i)}<div class="id">{_e(i)}</div></div>'
                            for i in ids[:show])
         more = f'<p class="muted small">and {len(ids) - show} more</p>' if len(ids) > show else ""
-        out.append(f'<tr><td>{_e(group.get("class", ""))}</td><td class="num">{_e(group.get("size", len(ids)))}</td>'
-                   f'<td class="num">{acc}</td><td><div class="strip">{pictures}</div>{more}</td></tr>')
-    out.append("</table>")
+        out.append(f'<tr>{cells(group)}<td><div class="strip">{pictures}</div>{more}</td></tr>')
     return "".join(out)
+
+
+def _fraction(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else _e(value if value is not None else "")
+
+
+def _spurious_groups(run: Run, thumbs: _Thumbnails) -> str:
+    groups = run.manifest.get("spurious_groups")
+    if not groups:
+        return '<p class="muted">No suspected spurious groups in this run.</p>'
+
+    def cells(g: dict) -> str:
+        return (f'<td>{_e(g.get("class", ""))}</td><td class="num">{_e(g.get("size", len(g.get("ids", []))))}</td>'
+                f'<td class="num">{_fraction(g.get("heldout_accuracy"))}</td>')
+
+    return ('<table><tr><th>class</th><th class="num">size</th><th class="num">held-out accuracy</th>'
+            f"<th>examples</th></tr>{_group_rows(groups, thumbs, cells)}</table>")
+
+
+def _foreign_batches(run: Run, thumbs: _Thumbnails) -> str:
+    batches = run.manifest.get("foreign_batches")
+    if not batches:
+        return '<p class="muted">No foreign batches in this run.</p>'
+
+    def cells(b: dict) -> str:
+        return f'<td class="num">{_e(b.get("size", ""))}</td>' + "".join(
+            f'<td class="num">{_fraction(b.get(key))}</td>'
+            for key in ("largest_label_share", "heldout_accuracy", "chance_accuracy"))
+
+    return ('<p class="muted small">Similar examples whose labels are spread over the classes and which the '
+            "held-out model predicts at chance: likely from another source. Every member is flagged as an "
+            'outlier.</p><table><tr><th class="num">size</th><th class="num">largest label share</th>'
+            '<th class="num">held-out accuracy</th><th class="num">chance</th><th>examples</th></tr>'
+            f"{_group_rows(batches, thumbs, cells)}</table>")
 
 
 def _examples(scores: pd.DataFrame, issue: str, thumbs: _Thumbnails, per_issue: int) -> str:
@@ -234,6 +262,7 @@ def build_report(run: Run | str | Path, *, per_issue: int = 48, thumbnail_px: in
         "<h2>Issue scores</h2>", _histograms(scores),
         "<h2>Flags per class</h2>", _per_class(run),
         "<h2>Suspected spurious groups</h2>", _spurious_groups(run, thumbs),
+        "<h2>Foreign batches</h2>", _foreign_batches(run, thumbs),
     ]
     for issue in ISSUES:
         body += [f"<h2>Flagged: {issue}</h2>", no_pictures, _examples(scores, issue, thumbs, per_issue)]

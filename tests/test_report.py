@@ -203,6 +203,25 @@ def test_spurious_groups_from_the_manifest_are_listed_with_thumbnails(noisy_digi
     assert set(ids[:8]) <= titles
 
 
+def test_foreign_batches_from_the_manifest_are_listed_with_thumbnails(noisy_digits_run, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in RUN_FILES:
+        shutil.copy(noisy_digits_run.path / name, run_dir / name)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["foreign_batches"] == [] and "No foreign batches in this run" in build_report(run_dir)
+
+    ids = noisy_digits_run.scores["id"].head(10).tolist()
+    manifest["foreign_batches"] = [{"kind": "foreign", "fold": 0, "cluster": 3, "size": 10, "largest_label_share": 0.2,
+                                    "heldout_accuracy": 0.1, "chance_accuracy": 0.11, "ids": ids}]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    page = Page(build_report(run_dir))
+    rows = page.table("size", "largest label share")
+    assert rows[0] == ["size", "largest label share", "held-out accuracy", "chance", "examples"]
+    assert rows[1][:4] == ["10", "0.200", "0.100", "0.110"] and "and 2 more" in rows[1][4]
+    assert set(ids[:8]) <= {img.get("title") for img in page.all("img")}
+
+
 def test_examples_without_files_get_thumbnails_from_the_cached_inputs(npz_run):
     page = Page(build_report(npz_run))
     images = page.all("img")

@@ -16,8 +16,8 @@ def report(run, out, per_issue):
 
     One file, no external resources (styles inline, thumbnails as data URIs): the run summary (examples,
     classes, out-of-fold accuracy, stage times, scorers), a histogram per issue score, flags per class,
-    suspected spurious groups, and the worst flagged examples of each issue as thumbnails with
-    given -> suggested label and reasons. Open it in any browser or attach it to a mail.
+    suspected spurious groups, foreign batches, and the worst flagged examples of each issue as
+    thumbnails with given -> suggested label and reasons. Open it in any browser or attach it to a mail.
     Prints the path written.
     """
     from ..report import write_report
