@@ -18,7 +18,7 @@ seeded). A cluster is a **foreign batch** when
 A region of genuinely confusable classes (shirts and T-shirts) fails the last test: the held-out model
 gets most of it right. A cluster of label errors fails the second: most of its labels still agree.
 Measured (``benchmarks/detection.py``): the 1,200 MNIST digits among 60,000 Fashion-MNIST images form
-two such clusters (1,120 examples, 99.6% of them digits); 20% symmetric and 30% pair label noise give
+two such clusters (1,120 examples, 1,115 of them digits); 20% symmetric and 30% pair label noise give
 none.
 """
 
