@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -38,22 +39,14 @@ def test_folder_with_one_class(tmp_path):
     assert_clean_failure(result, out, "only one class", "'cat'")
 
 
-def test_unknown_scorer_name(tmp_path, noisy_digits):
-    root, _ = noisy_digits
-    result, out = _score(tmp_path, root, "--scorers", "nonsense")
-    assert_clean_failure(result, out, "--scorers", "nonsense")
-
-
-def test_bad_folds_option(tmp_path, noisy_digits):
-    root, _ = noisy_digits
-    result, out = _score(tmp_path, root, "--folds", "1")
-    assert_clean_failure(result, out, "--folds")
-
-
-def test_bad_threads_option(tmp_path, noisy_digits):
-    root, _ = noisy_digits
-    result, out = _score(tmp_path, root, "--threads", "0")
-    assert_clean_failure(result, out, "--threads 0", "at least 1")
+@pytest.mark.parametrize("option, needles", [
+    (["--scorers", "nonsense"], ["--scorers", "nonsense"]),
+    (["--folds", "1"], ["--folds"]),
+    (["--threads", "0"], ["--threads 0", "at least 1"]),
+])
+def test_a_bad_option_value_is_named(tmp_path, noisy_digits, option, needles):
+    result, out = _score(tmp_path, noisy_digits[0], *option)
+    assert_clean_failure(result, out, *needles)
 
 
 def test_a_bad_choice_is_one_line_naming_the_option_and_the_help(tmp_path, noisy_digits):

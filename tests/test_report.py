@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,12 +183,17 @@ def test_histograms_count_every_example_and_every_flag(noisy_digits_run):
     assert build_report(noisy_digits_run).count("<svg") == 3
 
 
-def test_spurious_groups_from_the_manifest_are_listed_with_thumbnails(noisy_digits_run, tmp_path):
+def _copy_run(run: curator.Run, tmp_path) -> tuple[Path, dict]:
+    """A copy of ``run``'s files a report reads, and its manifest to edit."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in RUN_FILES:
-        shutil.copy(noisy_digits_run.path / name, run_dir / name)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+        shutil.copy(run.path / name, run_dir / name)
+    return run_dir, json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_spurious_groups_from_the_manifest_are_listed_with_thumbnails(noisy_digits_run, tmp_path):
+    run_dir, manifest = _copy_run(noisy_digits_run, tmp_path)
     manifest.pop("spurious_groups", None)
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     assert "No suspected spurious groups" in build_report(run_dir)
@@ -204,11 +210,7 @@ def test_spurious_groups_from_the_manifest_are_listed_with_thumbnails(noisy_digi
 
 
 def test_foreign_batches_from_the_manifest_are_listed_with_thumbnails(noisy_digits_run, tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    for name in RUN_FILES:
-        shutil.copy(noisy_digits_run.path / name, run_dir / name)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    run_dir, manifest = _copy_run(noisy_digits_run, tmp_path)
     assert manifest["foreign_batches"] == [] and "No foreign batches in this run" in build_report(run_dir)
 
     ids = noisy_digits_run.scores["id"].head(10).tolist()
