@@ -20,7 +20,7 @@
   A group whose misses are mostly flagged mislabeled is a cluster of label errors, not a shortcut;
   and no example flagged mislabeled is also flagged spurious.
 - outlier, too: every member of a *foreign batch* (see ``curator.foreign``): a cluster of the held-out
-  representation whose labels are spread over the classes and which the held-out model predicts no
+  representation whose labels are mixed like the dataset's and which the held-out model predicts no
   better than chance — images from another source with labels that mean nothing for them.
 """
 
@@ -47,7 +47,7 @@ class FlagConfig:
     min_group_size: int = 10
     accuracy_gap: float = 0.3
     outlier_group_percentile: float = 0.9
-    foreign_label_share: float = 0.5
+    foreign_alpha: float = 0.05
     foreign_margin: float = 0.05
     attribute_margin: float = 0.2
 
@@ -58,8 +58,8 @@ class FlagConfig:
             raise ConfigError(f"[flags] outlier_z = {self.outlier_z}: must be positive")
         if not 0.0 < self.accuracy_gap <= 1.0:
             raise ConfigError(f"[flags] accuracy_gap = {self.accuracy_gap}: must be in (0, 1]")
-        if not 0.0 < self.foreign_label_share <= 1.0:
-            raise ConfigError(f"[flags] foreign_label_share = {self.foreign_label_share}: must be in (0, 1]")
+        if not 0.0 <= self.foreign_alpha < 1.0:
+            raise ConfigError(f"[flags] foreign_alpha = {self.foreign_alpha}: must be in [0, 1)")
 
 
 @dataclass
@@ -202,7 +202,7 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     if embeddings is not None and folds is not None:
         foreign = foreign_batches(embeddings, folds, labels, predicted, len(classes), ids,
                                   clusters_per_class=config.clusters_per_class, min_size=config.min_group_size,
-                                  max_label_share=config.foreign_label_share,
+                                  alpha=config.foreign_alpha,
                                   chance_margin=config.foreign_margin)
         for batch in foreign:
             is_out[batch.rows] = True
@@ -235,8 +235,9 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
                f"{group.heldout_accuracy:.0%} vs {group.class_heldout_accuracy:.0%} for the class)")
         reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag
     for number, batch in enumerate(foreign):
-        tag = (f"outlier: foreign batch #{number} ({len(batch.rows)} similar examples whose labels are spread over "
-               f"the classes; held-out accuracy {batch.heldout_accuracy:.0%}, chance {batch.chance_accuracy:.0%})")
+        tag = (f"outlier: foreign batch #{number} ({len(batch.rows)} similar examples whose labels are mixed like "
+               f"the whole dataset's; held-out accuracy {batch.heldout_accuracy:.0%}, "
+               f"chance {batch.chance_accuracy:.0%})")
         for i in batch.rows:
             if is_out[i]:
                 reasons[i] = f"{reasons[i]}; {tag}" if reasons[i] else tag

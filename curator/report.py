@@ -2,9 +2,9 @@
 
 Run summary, per-issue score histograms (inline SVG), flags per class, suspected spurious groups
 (when the manifest has ``spurious_groups``), foreign batches (``foreign_batches``) and the worst
-flagged examples of each issue as thumbnails with given -> suggested label and reasons. Styles and thumbnails (PNG data URIs) are
-inline; a Content-Security-Policy allows nothing else to load or run, and every text that comes
-from the data (ids, paths, class names, reasons) is HTML-escaped.
+flagged examples of each issue as thumbnails with given -> suggested label and reasons. Styles and
+thumbnails (PNG data URIs) are inline; a Content-Security-Policy allows nothing else to load or run,
+and every text that comes from the data (ids, paths, class names, reasons) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -216,11 +216,12 @@ def _foreign_batches(run: Run, thumbs: _Thumbnails) -> str:
     def cells(b: dict) -> str:
         return f'<td class="num">{_e(b.get("size", ""))}</td>' + "".join(
             f'<td class="num">{_fraction(b.get(key))}</td>'
-            for key in ("largest_label_share", "heldout_accuracy", "chance_accuracy"))
+            for key in ("label_mix_p", "heldout_accuracy", "chance_accuracy"))
 
-    return ('<p class="muted small">Similar examples whose labels are spread over the classes and which the '
-            "held-out model predicts at chance: likely from another source. Every member is flagged as an "
-            'outlier.</p><table><tr><th class="num">size</th><th class="num">largest label share</th>'
+    return ('<p class="muted small">Similar examples whose labels are mixed like those of the whole dataset '
+            "(label mix p: chi-square test against the class frequencies) and which the held-out model "
+            'predicts at chance: likely from another source. Every member is flagged as an outlier.</p><table><tr>'
+            '<th class="num">size</th><th class="num">label mix p</th>'
             '<th class="num">held-out accuracy</th><th class="num">chance</th><th>examples</th></tr>'
             f"{_group_rows(batches, thumbs, cells)}</table>")
 

@@ -32,7 +32,7 @@ def test_a_cluster_with_random_labels_and_chance_predictions_is_foreign_and_the_
     foreign_rows = set(range(12 * per, 13 * per))
     assert found and set(np.concatenate([b.rows for b in found])) == foreign_rows
     for batch in found:
-        assert batch.largest_label_share < 0.5 and batch.heldout_accuracy <= batch.chance_accuracy + 0.05
+        assert batch.label_mix_p >= 0.05 and batch.heldout_accuracy <= batch.chance_accuracy + 0.05
         record = batch.to_dict()
         assert record["kind"] == "foreign" and record["size"] == len(batch.rows) == len(record["ids"])
 

@@ -215,12 +215,12 @@ def test_foreign_batches_from_the_manifest_are_listed_with_thumbnails(noisy_digi
 
     ids = noisy_digits_run.scores["id"].head(10).tolist()
     manifest["foreign_batches"] = [{"kind": "foreign", "fold": 0, "cluster": 3, "size": 10, "largest_label_share": 0.2,
-                                    "heldout_accuracy": 0.1, "chance_accuracy": 0.11, "ids": ids}]
+                                    "label_mix_p": 0.4, "heldout_accuracy": 0.1, "chance_accuracy": 0.11, "ids": ids}]
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     page = Page(build_report(run_dir))
-    rows = page.table("size", "largest label share")
-    assert rows[0] == ["size", "largest label share", "held-out accuracy", "chance", "examples"]
-    assert rows[1][:4] == ["10", "0.200", "0.100", "0.110"] and "and 2 more" in rows[1][4]
+    rows = page.table("size", "label mix p")
+    assert rows[0] == ["size", "label mix p", "held-out accuracy", "chance", "examples"]
+    assert rows[1][:4] == ["10", "0.400", "0.100", "0.110"] and "and 2 more" in rows[1][4]
     assert set(ids[:8]) <= {img.get("title") for img in page.all("img")}
 
 
