@@ -86,10 +86,10 @@ def main() -> None:
         batches = run.manifest["foreign_batches"]
         members = run.scores["id"].isin({i for b in batches for i in b["ids"]}).to_numpy()
         flagged = run.scores["is_outlier"].to_numpy()
-        p, r, f1 = prf(truth, flagged) if truth.any() else (float("nan"),) * 3
+        quality = " | ".join(f"{v:.3f}" for v in prf(truth, flagged)) if truth.any() else "- | - | -"
         sizes = ", ".join(str(b["size"]) for b in batches) or "none"
         rows.append(f"| {name} | {len(labels)} | {int(truth.sum())} | {sizes} | {int((members & truth).sum())} of "
-                    f"{int(members.sum())} | {int(flagged.sum())} | {p:.3f} | {r:.3f} | {f1:.3f} | {seconds:.0f} |")
+                    f"{int(members.sum())} | {int(flagged.sum())} | {quality} | {seconds:.0f} |")
         print(rows[-1], flush=True)
     report = ("## Foreign batches on other data\n\nCommand: `.venv/bin/python benchmarks/foreign.py`\n\n"
               + "\n".join(rows) + "\n")
