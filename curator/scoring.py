@@ -264,7 +264,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "status": "complete",
         "curator_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"path": str(examples.root), "name": examples.name, "kind": examples.kind,
+        "dataset": {"path": str(examples.source or examples.root), "name": examples.name, "kind": examples.kind,
                     "fingerprint": examples.fingerprint, "n_examples": len(examples),
                     "n_classes": examples.n_classes, "input_shape": list(examples.inputs.shape[1:]),
                     "skipped_files": examples.skipped},

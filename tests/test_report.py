@@ -80,7 +80,7 @@ def rendered_dom(tmp_path, report) -> str:
 
 def shown_thumbnails(run: curator.Run, per_issue: int = 48) -> int:
     flagged = sum(min(per_issue, int(run.scores[f"is_{k}"].sum())) for k in ("mislabeled", "outlier", "spurious"))
-    groups = run.manifest.get("spurious_groups") or []
+    groups = (run.manifest.get("spurious_groups") or []) + (run.manifest.get("foreign_batches") or [])
     return flagged + sum(min(8, len(g.get("ids", []))) for g in groups)
 
 
@@ -222,6 +222,15 @@ def test_foreign_batches_from_the_manifest_are_listed_with_thumbnails(noisy_digi
     assert rows[0] == ["size", "label mix p", "held-out accuracy", "chance", "examples"]
     assert rows[1][:4] == ["10", "0.400", "0.100", "0.110"] and "and 2 more" in rows[1][4]
     assert set(ids[:8]) <= {img.get("title") for img in page.all("img")}
+
+
+def test_an_npz_file_beside_others_keeps_its_thumbnails(tmp_path):
+    images, labels = _noisy_digits(240, 3)
+    np.savez(tmp_path / "digits.npz", X=images, y=labels)
+    np.savez(tmp_path / "other.npz", X=images[:50], y=labels[:50])      # the folder alone is ambiguous
+    run = score_small(tmp_path / "digits.npz", tmp_path / "run")
+    assert run.manifest["dataset"]["path"] == str(tmp_path / "digits.npz")
+    assert len(Page(build_report(run)).all("img")) == shown_thumbnails(run) > 0
 
 
 def test_examples_without_files_get_thumbnails_from_the_cached_inputs(npz_run):

@@ -48,7 +48,7 @@ def load_dataset(path: str | Path, *, format: str = "auto", label_column: str = 
         raise ConfigError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
     if not isinstance(max_side, int) or max_side < 8:
         raise ConfigError(f"--image-size {max_side!r}: expected an integer of at least 8 (pixels)")
-    path = Path(path)
+    path = source = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: dataset path does not exist")
     if format not in FORMATS:
@@ -60,12 +60,15 @@ def load_dataset(path: str | Path, *, format: str = "auto", label_column: str = 
     if format == "imagefolder":
         if not path.is_dir():
             raise DatasetError(f"{path}: --format imagefolder needs a folder")
-        return load_image_folder(path, max_side=max_side, on_error=on_error)
-    if format == "manifest":
-        return load_manifest(path, label_column=label_column, max_side=max_side, on_error=on_error)
-    if format == "table":
-        return load_table(path, label_column=label_column)
-    return load_arrays(path)
+        examples = load_image_folder(path, max_side=max_side, on_error=on_error)
+    elif format == "manifest":
+        examples = load_manifest(path, label_column=label_column, max_side=max_side, on_error=on_error)
+    elif format == "table":
+        examples = load_table(path, label_column=label_column)
+    else:
+        examples = load_arrays(path)
+    examples.source = source
+    return examples
 
 
 __all__ = ["Examples", "FORMATS", "detect_format", "load_dataset"]

@@ -24,6 +24,9 @@ class Examples:
     metadata:   N rows of extra columns (``group``, ``split``, any manifest metadata)
     fingerprint: hash of the dataset contents and decoding settings (keys the input cache)
     skipped:    ``{"path", "reason"}`` for every input file that was not used
+    root:       the folder ``paths`` are relative to
+    source:     the path the dataset was read from (a folder, or a manifest, table or .npz file); set
+                by ``load_dataset``
     """
 
     ids: list[str]
@@ -37,6 +40,7 @@ class Examples:
     fingerprint: str
     metadata: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: list[dict] = field(default_factory=list)
+    source: Path | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)

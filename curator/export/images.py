@@ -25,7 +25,8 @@ class ExampleImages:
     def __init__(self, run: Run):
         self.run = run
         dataset = run.manifest.get("dataset", {})
-        self.root = Path(dataset.get("path", "."))
+        self.source = Path(dataset.get("path", "."))          # the folder, or a manifest/table/.npz file
+        self.root = self.source if self.source.is_dir() else self.source.parent   # what paths are relative to
         self.kind = dataset.get("kind", "image")
         self._path = dict(zip(run.scores["id"], run.scores["path"]))
 
@@ -44,7 +45,7 @@ class ExampleImages:
         from ..data import load_dataset
 
         try:
-            examples = load_dataset(self.root)
+            examples = load_dataset(self.source)
         except Exception:  # moved, changed or unreadable dataset: no pictures, not a failure
             return None
         if examples.kind != "image":

@@ -66,8 +66,8 @@ def retrain(dataset, *, method: str = "mat", run=None, eval=None, val=None, appl
     metrics = {
         "curator_version": __version__,
         "method": method,
-        "dataset": {"path": str(trainer.data.root), "name": trainer.data.name, "n_examples": len(trainer.data),
-                    "classes": trainer.classes},
+        "dataset": {"path": str(trainer.data.source or trainer.data.root), "name": trainer.data.name,
+                    "n_examples": len(trainer.data), "classes": trainer.classes},
         "run": str(trainer.run.path) if trainer.run is not None else None,
         "eval": {"source": trainer.eval.name, "n": int(len(trainer.eval.rows)),
                  "groups": trainer.eval.group_source} if trainer.eval is not None else None,
