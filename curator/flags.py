@@ -202,8 +202,7 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     if embeddings is not None and folds is not None:
         foreign = foreign_batches(embeddings, folds, labels, predicted, len(classes), ids,
                                   clusters_per_class=config.clusters_per_class, min_size=config.min_group_size,
-                                  alpha=config.foreign_alpha,
-                                  chance_margin=config.foreign_margin)
+                                  alpha=config.foreign_alpha, chance_margin=config.foreign_margin)
         for batch in foreign:
             is_out[batch.rows] = True
             is_spur[batch.rows] = False          # foreign, not a shortcut
