@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -70,6 +71,14 @@ def ood_digits_run(ood_digits, tmp_path_factory) -> curator.Run:
 def truth_for(run: curator.Run, truth: dict) -> np.ndarray:
     """(N,) bool ground truth in the run's row order."""
     return run.scores["id"].map(truth).to_numpy(bool)
+
+
+def score_context(root: Path, run: curator.Run, **fields) -> curator.ScoreContext:
+    """The context a scorer of ``run`` gets, rebuilt from the dataset at ``root`` (CPU)."""
+    examples = curator.load_dataset(root)
+    assert list(examples.ids) == list(run.scores["id"])
+    return curator.ScoreContext(artifacts=run.path / "artifacts", labels=examples.labels, classes=examples.classes,
+                                ids=examples.ids, inputs_array=examples.inputs, device=torch.device("cpu"), **fields)
 
 
 def assert_clean_failure(result, out, *needles: str) -> str:

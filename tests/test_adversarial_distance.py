@@ -12,17 +12,12 @@ from sklearn.metrics import roc_auc_score
 
 import curator
 from curator_plugins.adversarial_distance import SCORER, closeness_rank, deepfool
-from conftest import truth_for
+from conftest import score_context, truth_for
 
 
 @pytest.fixture(scope="module")
 def ctx(ood_digits, ood_digits_run) -> curator.ScoreContext:
-    root, _ = ood_digits
-    examples = curator.load_dataset(root)
-    assert list(examples.ids) == list(ood_digits_run.scores["id"])
-    return curator.ScoreContext(artifacts=ood_digits_run.path / "artifacts", labels=examples.labels,
-                                classes=examples.classes, ids=examples.ids, inputs_array=examples.inputs,
-                                device=torch.device("cpu"), seed=0)
+    return score_context(ood_digits[0], ood_digits_run, seed=0)
 
 
 def test_photo_patches_lie_close_to_the_boundary(ood_digits, ood_digits_run):

@@ -12,17 +12,12 @@ from sklearn.metrics import roc_auc_score
 
 import curator
 from curator_plugins.self_influence import SCORER, full_sq_norms, last_layer_sq_norms
-from conftest import truth_for
+from conftest import score_context, truth_for
 
 
 @pytest.fixture(scope="module")
 def ctx(noisy_digits, noisy_digits_run) -> curator.ScoreContext:
-    root, _ = noisy_digits
-    examples = curator.load_dataset(root)
-    assert list(examples.ids) == list(noisy_digits_run.scores["id"])
-    return curator.ScoreContext(artifacts=noisy_digits_run.path / "artifacts", labels=examples.labels,
-                                classes=examples.classes, ids=examples.ids, inputs_array=examples.inputs,
-                                device=torch.device("cpu"))
+    return score_context(noisy_digits[0], noisy_digits_run)
 
 
 def with_options(ctx: curator.ScoreContext, **options) -> curator.ScoreContext:
