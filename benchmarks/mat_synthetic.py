@@ -24,17 +24,9 @@ from torch import nn
 
 from curator.mat import cross_fitted_logits, label_given_holdout, log_prior, xrm_holdout_logits
 from curator.retrain import Hyper, TensorBank, fit, predict_logits
+from curator.testing import linear_shortcut_data
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def shortcut_data(n: int, agree: float, rng: np.random.Generator, d: int = 1800):
-    """(x (n, d) float32, y (n,), majority (n,) bool: the spurious sign agrees with the label)."""
-    y = rng.integers(0, 2, n)
-    sign = 2 * y - 1
-    a = np.where(rng.random(n) < agree, sign, -sign)
-    x = np.concatenate([sign[:, None], 5 * a[:, None], 0.5 * rng.standard_normal((n, d - 2))], 1)
-    return x.astype(np.float32), y, a == sign
 
 
 def accuracies(model: nn.Module, x: np.ndarray, y: np.ndarray, majority: np.ndarray) -> dict:
@@ -44,7 +36,7 @@ def accuracies(model: nn.Module, x: np.ndarray, y: np.ndarray, majority: np.ndar
 
 def one_seed(seed: int, hyper: Hyper, tau: float, floor: float, folds: int) -> dict[str, dict]:
     rng = np.random.default_rng(seed)
-    (x, y, majority), test = shortcut_data(1000, 0.9, rng), shortcut_data(2000, 0.5, rng)
+    (x, y, majority), test = linear_shortcut_data(1000, 0.9, rng), linear_shortcut_data(2000, 0.5, rng)
     d = x.shape[1]
     bank = TensorBank(x)
     out = {}

@@ -70,6 +70,18 @@ def photo_patches(n: int, side: int, seed: int) -> np.ndarray:
     return out
 
 
+def linear_shortcut_data(n: int, agree: float, rng: np.random.Generator, d: int = 1800
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The synthetic shortcut task of the MAT paper (Bayat et al. 2024): x = [y (core, ±1), 5·a (spurious,
+    = y with probability ``agree``), d - 2 dims of N(0, 0.5²)]. Returns (x (n, d) float32, y (n,) in
+    {0, 1}, majority (n,) bool: the spurious sign agrees with the label)."""
+    y = rng.integers(0, 2, n)
+    sign = 2 * y - 1
+    a = np.where(rng.random(n) < agree, sign, -sign)
+    x = np.concatenate([sign[:, None], 5 * a[:, None], 0.5 * rng.standard_normal((n, d - 2))], 1)
+    return x.astype(np.float32), y, a == sign
+
+
 def noisy_digits(flip_fraction: float = 0.10, outlier_fraction: float = 0.03,
                  seed: int = 0) -> tuple[Examples, np.ndarray, np.ndarray]:
     """scikit-learn's real 8x8 digits with ``flip_fraction`` of labels flipped, plus photo patches

@@ -13,6 +13,7 @@ from curator.errors import ConfigError
 from curator.mat import (adjusted_cross_entropy, cross_fitted_logits, holdout_label_probs, label_given_holdout,
                          log_prior, xrm_holdout_logits)
 from curator.retrain import Hyper, TensorBank, fit, predict_logits
+from curator.testing import linear_shortcut_data
 
 HARD = 0.01   # a temperature that turns logits of ±10 into hard predictions
 
@@ -102,15 +103,6 @@ def test_predictions_use_the_model_alone():
 
 # --- the paper's synthetic experiment ---------------------------------------------------------------
 
-def shortcut_data(n: int, agree: float, rng: np.random.Generator, d: int = 1800):
-    """x = [y (core, ±1), 5·a (spurious, = y with probability ``agree``), 1798 dims of N(0, 0.5²)]."""
-    y = rng.integers(0, 2, n)
-    sign = 2 * y - 1
-    a = np.where(rng.random(n) < agree, sign, -sign)
-    x = np.concatenate([sign[:, None], 5 * a[:, None], 0.5 * rng.standard_normal((n, d - 2))], 1)
-    return x.astype(np.float32), y, a == sign
-
-
 LINEAR = Hyper(epochs=50, batch_size=100, lr=0.1, weight_decay=0.0)
 
 
@@ -122,7 +114,7 @@ def minority_majority_accuracy(model, x, y, majority):
 @pytest.fixture(scope="module")
 def synthetic():
     rng = np.random.default_rng(0)
-    train, test = shortcut_data(1000, 0.9, rng), shortcut_data(2000, 0.5, rng)
+    train, test = linear_shortcut_data(1000, 0.9, rng), linear_shortcut_data(2000, 0.5, rng)
     torch.manual_seed(0)
     erm = nn.Linear(1800, 2)
     fit(erm, TensorBank(train[0]), np.arange(1000), train[1], LINEAR)
