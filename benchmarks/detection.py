@@ -26,6 +26,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 import curator  # noqa: E402
+from publish import publish  # noqa: E402
 from realdata import (FASHION_CLASSES, load_fashion_mnist, load_mnist_5k, pair_noise,  # noqa: E402
                       symmetric_noise)
 
@@ -162,9 +163,7 @@ def main() -> None:
               f"Device: {device['type']} ({device['name']}), peak RSS of the whole benchmark "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.\n\n"
               + "\n".join(sections) + "\n" + "\n".join(timing) + "\n")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "detection.md").write_text(report)
-    print(report)
+    publish(RESULTS / "detection.md", report)
 
 
 if __name__ == "__main__":

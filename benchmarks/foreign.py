@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from detection import prf  # noqa: E402
+from publish import publish  # noqa: E402
 from realdata import load_fashion_mnist, load_mnist_5k, pair_noise, symmetric_noise  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -93,9 +94,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     report = ("## Foreign batches on other data\n\nCommand: `.venv/bin/python benchmarks/foreign.py`\n\n"
               + "\n".join(rows) + "\n")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "foreign.md").write_text(report)
-    print(report)
+    publish(RESULTS / "foreign.md", report)
 
 
 if __name__ == "__main__":

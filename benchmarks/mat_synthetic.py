@@ -25,6 +25,7 @@ from torch import nn
 from curator.mat import cross_fitted_logits, label_given_holdout, log_prior, xrm_holdout_logits
 from curator.retrain import Hyper, TensorBank, fit, predict_logits
 from curator.testing import linear_shortcut_data
+from publish import publish
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -97,10 +98,7 @@ def main() -> None:
     first = [m for m in runs[0] if m != "ERM"][0]
     lines += ["", f"p(y | ŷ_ho) of the first seed ({first}; rows ŷ_ho, columns y): "
               f"{np.round(runs[0][first]['p(y|ŷ)'].astype(float), 3).tolist()}"]
-    text = "\n".join(lines) + "\n"
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(text)
-    print(text)
+    publish(args.results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

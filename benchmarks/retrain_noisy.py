@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import curator  # noqa: E402
 from curator.retrain import RetrainConfig, Retrainer  # noqa: E402
+from publish import publish  # noqa: E402
 from realdata import FASHION_CLASSES, load_fashion_mnist, symmetric_noise  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -108,10 +109,7 @@ def main() -> None:
     lines.append("| erm on the true labels (ceiling) | " + " | ".join(f"{ceiling.eval['accuracy']:.3f}"
                                                                      for _ in columns) + " |")
     lines += [""] + [f"- {n}" for n in notes]
-    text = "\n".join(lines) + "\n"
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(text)
-    print(text)
+    publish(args.results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 import curator  # noqa: E402
 from curator.retrain import RetrainConfig, Retrainer  # noqa: E402
+from publish import publish  # noqa: E402
 from realdata import FASHION_CLASSES, load_fashion_mnist, write_image_folder  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -159,10 +160,7 @@ def main() -> None:
                      f"{r['val worst-group']:.3f} | {r['selected']} | {r['seconds']} |")
     lines += ["", "Held-out predictions MAT used, on the training set:", ""]
     lines += [f"- {h}: {q}" for h, q in quality.items()]
-    text = "\n".join(lines) + "\n"
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(text)
-    print(text)
+    publish(args.results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from publish import publish  # noqa: E402
 
 
 def make_images(n: int, path: Path) -> None:
@@ -89,9 +90,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     report = ("## Scaling on one machine\n\nCommand: `.venv/bin/python benchmarks/scaling.py --sizes "
               f"{args.sizes} --vectors {args.vectors}`\n\n" + "\n".join(rows) + "\n")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(report)
-    print(report)
+    publish(args.results, report)
 
 
 if __name__ == "__main__":
