@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chisquare
 
+from .engine.knn import unit_rows
+
 #: Fewest examples per k-means cluster (FAISS asks for 39 per centroid).
 POINTS_PER_CLUSTER = 39
 
@@ -81,9 +83,7 @@ def foreign_batches(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarra
             continue
         frequency = np.bincount(labels[rows], minlength=n_classes) / len(rows)
         present = frequency > 0
-        x = np.array(embeddings[rows], dtype=np.float32)
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        assigned = _clusters(x, k, seed)
+        assigned = _clusters(unit_rows(embeddings[rows]), k, seed)
         for cluster in range(k):
             members = rows[assigned == cluster]
             m = len(members)

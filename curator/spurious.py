@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
+from .engine.knn import unit_rows
+
 
 @dataclass
 class ShortcutGroup:
@@ -59,8 +61,7 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
     oof_probs /= oof_probs.sum(axis=1, keepdims=True)
     correct = oof_probs.argmax(axis=1) == labels
     p_label = oof_probs[np.arange(n), labels]
-    x = np.asarray(oof_logits, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(oof_logits)
     groups: list[ShortcutGroup] = []
     members_of: list[np.ndarray] = []
     gap = np.zeros(n, np.float32)

@@ -22,6 +22,13 @@ EXACT_MAX = 200_000
 NPROBE = 24
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``x`` (M, D) with every row scaled to unit L2 norm (zero rows stay zero)."""
+    x = np.array(x, dtype=np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
 def _flat_ip_index(dim: int, device: torch.device, k: int):
     """(exact inner-product index, GPU resources or None): on the GPU when FAISS was built with GPU
     support and ``device`` is CUDA, else on the CPU. The caller keeps the resources alive while the
@@ -117,9 +124,7 @@ def knn_graph(embeddings: np.ndarray, k: int, artifacts: Path, device: torch.dev
         indices = np.lib.format.open_memmap(ind_tmp, "w+", np.int64, (n, k_eff))
         sims = np.lib.format.open_memmap(sim_tmp, "w+", np.float32, (n, k_eff))
         for rows in members:
-            x = np.array(embeddings[rows], dtype=np.float32)
-            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-            local, s = _search_without_self(x, k_eff, device, batch, exact_max)
+            local, s = _search_without_self(unit_rows(embeddings[rows]), k_eff, device, batch, exact_max)
             indices[rows] = rows[local]
             sims[rows] = s
         indices.flush()
