@@ -160,8 +160,7 @@ class ScoreContext:
 
     @cached_property
     def _bank(self) -> InputBank:
-        n = self._model_info["normalizer"]
-        return InputBank(self.inputs_array, Normalizer(n["kind"], tuple(n["mean"]), tuple(n["std"])), self.device)
+        return InputBank(self.inputs_array, Normalizer.from_dict(self._model_info["normalizer"]), self.device)
 
     def inputs(self, index: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised model inputs for example indices ``index`` (B,), as the proxies saw them, on ``device``."""

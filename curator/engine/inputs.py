@@ -36,6 +36,11 @@ class Normalizer:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "mean": list(self.mean), "std": list(self.std)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        """The inverse of :meth:`to_dict` (as stored in ``model.json``)."""
+        return cls(d["kind"], tuple(d["mean"]), tuple(d["std"]))
+
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """(B, ...) uint8 or float32 on any device -> normalised float32 on the same device."""
         x = raw.float()

@@ -104,5 +104,4 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Normal
     info = json.loads((path / "model.json").read_text())
     model = build_model(ModelSpec.from_dict(info["spec"]))
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
-    norm = info["normalizer"]
-    return model.eval(), Normalizer(norm["kind"], tuple(norm["mean"]), tuple(norm["std"])), info["classes"]
+    return model.eval(), Normalizer.from_dict(info["normalizer"]), info["classes"]

@@ -156,8 +156,7 @@ class Retrainer:
         info = json.loads((art / "model.json").read_text())
         checkpoints = json.loads((art / "checkpoints.json").read_text())
         spec = ModelSpec.from_dict(info["spec"])
-        norm = info["normalizer"]
-        theirs = Normalizer(norm["kind"], tuple(norm["mean"]), tuple(norm["std"]))
+        theirs = Normalizer.from_dict(info["normalizer"])
         last = {}
         for c in checkpoints:
             if c["epoch"] >= last.get(c["fold"], {"epoch": -1})["epoch"]:
