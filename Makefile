@@ -7,12 +7,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test bench clean chromium
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch/torchvision first, pinned, so pip takes the local builds instead of downloading others.
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[test]'
+	# constraints.txt pins torch/torchvision to the builds on local disk (no multi-GB download).
+	$(PIP) install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
