@@ -253,6 +253,8 @@ def build_report(run: Run | str | Path, *, per_issue: int = 48, thumbnail_px: in
         raise ConfigError(f"--per-issue {per_issue}: must be >= 0")
     thumbs = _Thumbnails(run, thumbnail_px)
     scores = run.scores
+    if thumbs.images.has_images:
+        thumbs.images.require(scores["id"][scores[[f"is_{issue}" for issue in ISSUES]].any(axis=1)])
     no_pictures = ("" if thumbs.images.has_images else
                    '<p class="muted">This dataset has no images (a table); examples are shown without pictures.</p>')
     body = [
@@ -275,9 +277,11 @@ def build_report(run: Run | str | Path, *, per_issue: int = 48, thumbnail_px: in
             + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
 
 
-def write_report(run: Run | str | Path, out: str | Path | None = None, **options) -> Path:
-    """Write ``build_report(run)`` to ``out`` (default RUN/report.html); returns the path."""
-    run = run if isinstance(run, Run) else Run(run)
+def write_report(run: Run | str | Path, out: str | Path | None = None, *, dataset_root: str | Path | None = None,
+                 **options) -> Path:
+    """Write ``build_report(run)`` to ``out`` (default RUN/report.html); returns the path.
+    ``dataset_root``: the dataset's folder when it moved after the run (see :class:`Run`)."""
+    run = run if isinstance(run, Run) else Run(run, dataset_root)
     out = Path(out) if out is not None else run.path / "report.html"
     write_text(out, build_report(run, **options))
     return out

@@ -168,6 +168,9 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
 
     out = Path(out) if out is not None else default_out(examples.name)
     key = {"fingerprint": examples.fingerprint, "n_examples": len(examples), "train": asdict(train_config)}
+    if resume and (finished := store.completed(out, key)) is not None:
+        say(f"{out} is already complete: nothing to resume")
+        return finished
     staging = store.Staging(out, key, resume)
     if staging.resumed:
         say(f"resuming {staging.path}: finished stages {', '.join(staging.done) or 'none'}")
@@ -262,9 +265,11 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     oof_acc = float((oof_probs.argmax(1) == examples.labels).mean())
     write_json(root / "manifest.json", {
         "status": "complete",
+        "run_key": staging.key,    # what `--resume` compares: same dataset fingerprint and training settings
         "curator_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {"path": str(examples.source or examples.root), "name": examples.name, "kind": examples.kind,
+        "dataset": {"path": str(Path(examples.source or examples.root).resolve()),
+                    "root": str(Path(examples.root).resolve()), "name": examples.name, "kind": examples.kind,
                     "fingerprint": examples.fingerprint, "n_examples": len(examples),
                     "n_classes": examples.n_classes, "input_shape": list(examples.inputs.shape[1:]),
                     "skipped_files": examples.skipped},

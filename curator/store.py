@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_json
-from .errors import RunError
+from .errors import DatasetError, RunError
 
 RUN_FILES = ("manifest.json", "scores.parquet", "oof_probs.npy", "classes.json", "review_queue.csv")
 ISSUE_COLUMNS = ("is_mislabeled", "is_outlier", "is_spurious", "mislabeled_score", "outlier_score",
@@ -29,6 +29,23 @@ def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def completed(out: Path, key: dict) -> "Run | None":
+    """The finished run at ``out`` when it was made from the same dataset and settings as ``key``
+    (``--resume`` on a finished run has nothing left to do), None when ``out`` does not exist.
+    Raises RunError when ``out`` holds something else."""
+    if not out.exists():
+        return None
+    manifest = out / "manifest.json"
+    try:
+        recorded = json.loads(manifest.read_text()).get("run_key")
+    except (OSError, ValueError):
+        raise RunError(f"--resume {out}: exists but is not a finished curator run (no readable manifest.json)") from None
+    if recorded != json.loads(json.dumps(key)):
+        raise RunError(f"--resume {out}: the finished run was made with another dataset or other settings "
+                       "(fingerprint, folds, epochs, seed, ...); choose another --out")
+    return Run(out)
+
+
 class Staging:
     """``RUN.partial/``: where a run is built, locked against a second writer.
 
@@ -38,7 +55,7 @@ class Staging:
     """
 
     def __init__(self, out: Path, key: dict, resume: bool):
-        self.out = out
+        self.out, self.key = out, key
         self.path = partial_dir(out)
         if out.exists():
             raise RunError(f"--out {out}: already exists; choose another run directory")
@@ -91,13 +108,18 @@ class Staging:
 
 
 class Run:
-    """A finished run directory. ``scores`` is one row per example (see README: run directory)."""
+    """A finished run directory. ``scores`` is one row per example (see README: run directory).
 
-    def __init__(self, path: str | Path):
+    ``dataset_root``: where the dataset's folder is now, when it moved after the run (the folder the
+    ``path`` column is relative to); by default the absolute path recorded in ``manifest.json``.
+    """
+
+    def __init__(self, path: str | Path, dataset_root: str | Path | None = None):
         self.path = Path(path)
         missing = [f for f in RUN_FILES if not (self.path / f).exists()]
         if missing:
             raise RunError(f"{self.path}: not a complete curator run (missing {', '.join(missing)})")
+        self._moved_root = Path(dataset_root).resolve() if dataset_root is not None else None
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -122,6 +144,28 @@ class Run:
     @cached_property
     def review_queue(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "review_queue.csv")
+
+    @cached_property
+    def dataset_location(self) -> tuple[Path, Path]:
+        """(source, root): the file or folder the dataset was read from, and the folder the ``path``
+        column is relative to, both absolute; moved to ``dataset_root`` where one was given.
+
+        Raises DatasetError naming the folder when it is not there (moved or deleted)."""
+        dataset = self.manifest.get("dataset", {})
+        source = Path(dataset.get("path", ".")).absolute()  # runs of older versions may hold a relative path
+        root = Path(dataset["root"]) if "root" in dataset else (source if source.is_dir() or not source.suffix
+                                                                 else source.parent)
+        if self._moved_root is not None:
+            source = self._moved_root if source == root else self._moved_root / source.relative_to(root)
+            root = self._moved_root
+        if not root.is_dir():
+            where = "--dataset-root" if self._moved_root is not None else f"recorded in {self.path / 'manifest.json'}"
+            raise DatasetError(f"{root}: the dataset folder of run {self.path} is not there ({where}); "
+                               "if it moved, pass --dataset-root NEW_FOLDER")
+        if not source.exists():
+            raise DatasetError(f"{source}: the dataset file of run {self.path} is not there; "
+                               "if it moved, pass --dataset-root NEW_FOLDER")
+        return source, root
 
     @property
     def score_columns(self) -> list[str]:

@@ -22,7 +22,10 @@ from ..export import export as run_export
 @click.option("--image-root", metavar="URL_OR_PATH",
               help="Label Studio only: URL prefix the images are served under, or the dataset's path "
                    "relative to LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT [the dataset folder's name].")
-def export(run, to, out, issue, image_root):
+@click.option("--dataset-root", type=click.Path(path_type=Path),
+              help="Where the dataset's folder is now, if it moved since the run [the absolute path in "
+                   "RUN/manifest.json].")
+def export(run, to, out, issue, image_root, dataset_root):
     """Export flagged examples for Label Studio, CVAT or a spreadsheet.
 
     One entry per flagged example, worst first.
@@ -38,5 +41,5 @@ def export(run, to, out, issue, image_root):
 
     Prints the paths written.
     """
-    for path in run_export(run, to, out=out, issue=issue, image_root=image_root):
+    for path in run_export(run, to, out=out, issue=issue, image_root=image_root, dataset_root=dataset_root):
         click.echo(str(path))

@@ -11,7 +11,10 @@ import click
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="HTML file to write [RUN/report.html].")
 @click.option("--per-issue", default=48, show_default=True, help="Worst flagged examples shown per issue.")
-def report(run, out, per_issue):
+@click.option("--dataset-root", type=click.Path(path_type=Path),
+              help="Where the dataset's folder is now, if it moved since the run [the absolute path in "
+                   "RUN/manifest.json].")
+def report(run, out, per_issue, dataset_root):
     """Write a self-contained HTML report of RUN [RUN/report.html].
 
     One file, no external resources (styles inline, thumbnails as data URIs): the run summary (examples,
@@ -22,4 +25,4 @@ def report(run, out, per_issue):
     """
     from ..report import write_report
 
-    click.echo(str(write_report(run, out, per_issue=per_issue)))
+    click.echo(str(write_report(run, out, per_issue=per_issue, dataset_root=dataset_root)))

@@ -27,14 +27,15 @@ def default_out(run: Run, to: str, issue: str = "all") -> Path:
 
 
 def export(run: Run | str | Path, to: str, out: str | Path | None = None, issue: str = "all",
-           image_root: str | None = None) -> list[Path]:
+           image_root: str | None = None, dataset_root: str | Path | None = None) -> list[Path]:
     """Write the flagged examples of ``run`` for a labelling tool; returns the files written.
 
     to: ``labelstudio`` (tasks JSON + labelling config XML beside it), ``cvat`` (CVAT for images 1.1
     XML) or ``csv``. issue: ``mislabeled``, ``outlier``, ``spurious`` or ``all``. image_root: how
     Label Studio reaches the images (see ``curator.export.labelstudio``); other formats ignore it.
+    dataset_root: the dataset's folder when it moved after the run (see :class:`Run`).
     """
-    run = run if isinstance(run, Run) else Run(run)
+    run = run if isinstance(run, Run) else Run(run, dataset_root)
     if to not in FORMATS:
         raise ConfigError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
     check_issue(issue)

@@ -48,6 +48,7 @@ def annotations(run: Run, issue: str = "all") -> ET.Element:
     if not images.has_images:
         raise ConfigError(f"--to cvat: run {run.path} is over a {images.kind} dataset without images; use --to csv")
     rows = flagged_examples(run, issue)
+    images.require(rows["id"])
     fallback = run.manifest.get("dataset", {}).get("input_shape", [1, 0, 0])  # (C, H, W) of the cache
 
     root = ET.Element("annotations")

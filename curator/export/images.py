@@ -1,8 +1,10 @@
 """The pictures of a run's examples, for reports and labelling tools.
 
-Read from the dataset's own files (``manifest.json`` dataset.path + the ``path`` column) where the
-dataset has them; for arrays without paths, decoded from the dataset's cached inputs. Anything that
-cannot be read gives ``None``: a missing picture never stops an export or a report.
+Read from the dataset's own files (the absolute dataset root of ``manifest.json``, or the run's
+``dataset_root`` where the dataset moved, + the ``path`` column) where the dataset has them; for
+arrays without paths, decoded from the dataset's cached inputs. A dataset that is not where the run
+says is an error naming the folder (:meth:`Run.dataset_location`); :meth:`ExampleImages.require`
+checks that the files of the examples about to be shown or exported are all there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import GREY_MODES, _to_uint8
+from ..errors import DatasetError
 from ..store import Run
 
 
@@ -24,11 +27,20 @@ class ExampleImages:
 
     def __init__(self, run: Run):
         self.run = run
-        dataset = run.manifest.get("dataset", {})
-        self.source = Path(dataset.get("path", "."))          # the folder, or a manifest/table/.npz file
-        self.root = self.source if self.source.is_dir() else self.source.parent   # what paths are relative to
-        self.kind = dataset.get("kind", "image")
+        self.kind = run.manifest.get("dataset", {}).get("kind", "image")
         self._path = dict(zip(run.scores["id"], run.scores["path"]))
+        # source: the folder, or a manifest/.npz file; root: what ``path`` is relative to
+        self.source, self.root = run.dataset_location if self.has_images else (None, None)
+
+    def require(self, example_ids) -> None:
+        """Raise DatasetError when the file of any of ``example_ids`` is missing under the root: a
+        report without its pictures or a task file with dead links is never written silently."""
+        paths = [p for p in map(self.path, example_ids) if p is not None]
+        missing = [p for p in paths if not (self.root / p).is_file()]
+        if missing:
+            raise DatasetError(f"{self.root / missing[0]}: missing ({len(missing)} of {len(paths)} image files "
+                               f"of run {self.run.path} are not under {self.root}); if the dataset moved, "
+                               "pass --dataset-root NEW_FOLDER")
 
     @property
     def has_images(self) -> bool:

@@ -66,9 +66,9 @@ def retrain(dataset, *, method: str = "mat", run=None, eval=None, val=None, appl
     metrics = {
         "curator_version": __version__,
         "method": method,
-        "dataset": {"path": str(trainer.data.source or trainer.data.root), "name": trainer.data.name,
+        "dataset": {"path": str(Path(trainer.data.source or trainer.data.root).resolve()), "name": trainer.data.name,
                     "n_examples": len(trainer.data), "classes": trainer.classes},
-        "run": str(trainer.run.path) if trainer.run is not None else None,
+        "run": str(trainer.run.path.resolve()) if trainer.run is not None else None,
         "eval": {"source": trainer.eval.name, "n": int(len(trainer.eval.rows)),
                  "groups": trainer.eval.group_source} if trainer.eval is not None else None,
         "val": {"source": trainer.val.name, "n": int(len(trainer.val.rows)),
