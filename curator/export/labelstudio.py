@@ -79,8 +79,10 @@ def tasks(run: Run, issue: str = "all", image_root: str | None = None) -> list[d
                           "use --to csv")
     dataset_name = images.root.name
     model_version = f"curator {run.manifest.get('curator_version', __version__)} {run.path.name}"
+    rows = flagged_examples(run, issue)
+    images.require(rows["id"])
     out = []
-    for n, row in enumerate(flagged_examples(run, issue).itertuples(index=False)):
+    for n, row in enumerate(rows.itertuples(index=False)):
         path = images.path(row.id)
         if path is not None:
             reference = image_reference(path, dataset_name, image_root)
