@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from curator.mat import cross_fitted_logits, label_given_holdout, log_prior, xrm_holdout_logits
+from curator.retrain.holdout import cross_fitted_logits, xrm_holdout_logits
+from curator.retrain.mat import label_given_holdout, log_prior
 from curator.retrain import Hyper, TensorBank, fit, predict_logits
 from curator.testing import linear_shortcut_data
 from publish import publish

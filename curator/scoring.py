@@ -24,7 +24,8 @@ from .config import load_config
 from .context import Dynamics, ScoreContext
 from .data import Examples, load_dataset
 from .device import select_device
-from .engine.training import TrainConfig, train_cross_fitted
+from .engine.config import TrainConfig
+from .engine.training import train_cross_fitted
 from .errors import ConfigError, CuratorError, PluginError
 from .flags import FlagConfig, flag
 from .plugins import RegisteredScorer, ScorerRegistry, load_scorers
@@ -42,7 +43,7 @@ def _select(registry: ScorerRegistry, names: Sequence[str] | str | None) -> list
     return [registry[n] for n in names]
 
 
-def _run_scorer(entry: RegisteredScorer, ctx: ScoreContext, backend: Backend) -> dict[str, np.ndarray]:
+def run_scorer(entry: RegisteredScorer, ctx: ScoreContext, backend: Backend) -> dict[str, np.ndarray]:
     """Call one scorer (whole here, or in shards where ``backend`` spreads them) and return its
     validated columns, normalised to higher = worse."""
     scorer = entry.scorer
@@ -204,8 +205,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     bar = (lambda it, **kw: progress_bar(it, **kw)) if progress else None
     t0 = time.perf_counter()
     trained = train_cross_fitted(examples.inputs, examples.labels, examples.kind, examples.n_classes,
-                                 train_config, device_t, root / "artifacts", progress=bar,
-                                 resume=staging.resumed, backend=backend)
+                                 train_config, backend, root / "artifacts", progress=bar, resume=staging.resumed)
     if not staging.finished("train"):
         staging.mark("train", _done(t0))
     oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
@@ -229,7 +229,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         started = time.perf_counter()
         say(f"scorer {name} ...")
         try:
-            result = _call_with_timeout(lambda: _run_scorer(entry, ctx, backend), scorer_timeout)
+            result = _call_with_timeout(lambda: run_scorer(entry, ctx, backend), scorer_timeout)
         except Exception as exc:
             if strict:
                 raise PluginError(f"scorer {name!r} failed: {type(exc).__name__}: {exc}") from exc

@@ -36,7 +36,7 @@ from .device import select_device
 from .errors import PluginError
 from .plugins import RegisteredScorer, load_scorers
 from .scorer import Scorer
-from .scoring import _run_scorer, score
+from .scoring import run_scorer, score
 from .store import Run
 
 #: Issue types the test dataset has injected examples of, so a scorer declaring them is ranked.
@@ -207,7 +207,7 @@ def _columns(entry: RegisteredScorer, ctx: ScoreContext,
              backend: LocalBackend | None = None) -> dict[str, np.ndarray]:
     """The scorer's columns exactly as ``curator.score`` validates and normalises them."""
     try:
-        return _run_scorer(entry, ctx, backend or LocalBackend())
+        return run_scorer(entry, ctx, backend or LocalBackend())
     except PluginError as exc:
         raise AssertionError(f"{exc}; curator.score would leave this scorer out of the run") from exc
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from curator.errors import ConfigError
-from curator.mat import (adjusted_cross_entropy, cross_fitted_logits, holdout_label_probs, label_given_holdout,
-                         log_prior, xrm_holdout_logits)
+from curator.retrain.holdout import cross_fitted_logits, xrm_holdout_logits
+from curator.retrain.mat import adjusted_cross_entropy, holdout_label_probs, label_given_holdout, log_prior
 from curator.retrain import Hyper, TensorBank, fit, predict_logits
 from curator.testing import linear_shortcut_data
 

@@ -15,14 +15,14 @@ import pytest
 
 import curator
 from curator import store
-from curator.engine import training
+from curator.engine import folds
 
 
 def test_interrupted_training_resumes_with_only_the_unfinished_fold(noisy_digits, noisy_digits_run, tmp_path,
                                                                     monkeypatch):
     root, _ = noisy_digits
     out = tmp_path / "run"
-    original = training._train_fold
+    original = folds.train_fold
     trained_folds = []
 
     def interrupted_after_first_fold(k, *args, **kwargs):
@@ -31,7 +31,7 @@ def test_interrupted_training_resumes_with_only_the_unfinished_fold(noisy_digits
         trained_folds.append(k)
         return original(k, *args, **kwargs)
 
-    monkeypatch.setattr(training, "_train_fold", interrupted_after_first_fold)
+    monkeypatch.setattr(folds, "train_fold", interrupted_after_first_fold)
     with pytest.raises(KeyboardInterrupt):
         curator.score(root, out=out, seed=0, scorers="learning_speed,early_learning", progress=False)
     partial = store.partial_dir(out)
@@ -42,7 +42,7 @@ def test_interrupted_training_resumes_with_only_the_unfinished_fold(noisy_digits
         trained_folds.append(k)
         return original(k, *args, **kwargs)
 
-    monkeypatch.setattr(training, "_train_fold", counting)
+    monkeypatch.setattr(folds, "train_fold", counting)
     run = curator.score(root, out=out, seed=0, scorers="learning_speed,early_learning", resume=True, progress=False)
     assert trained_folds == [0, 1]                           # fold 0 was not trained again
     assert run.manifest["resumed"] is True and run.manifest["status"] == "complete"
@@ -92,7 +92,7 @@ def test_sigkill_mid_run_leaves_a_resumable_partial_and_no_run(noisy_digits, noi
 def test_resume_refuses_a_partial_made_with_other_settings(noisy_digits, tmp_path, monkeypatch):
     root, _ = noisy_digits
     out = tmp_path / "run"
-    monkeypatch.setattr(training, "_train_fold", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(folds, "train_fold", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         curator.score(root, out=out, seed=0, epochs=2, progress=False)
     with pytest.raises(curator.RunError, match="other settings"):

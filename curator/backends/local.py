@@ -8,10 +8,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..engine import folds as fold_training
+from ..engine.folds import ArtifactSink, FoldJob
 from ..engine.inputs import InputBank
-from ..engine import training
-from ..engine.training import ArtifactSink
-from . import Backend, FoldJob
+from .base import Backend
 
 
 class LocalBackend(Backend):
@@ -25,5 +25,5 @@ class LocalBackend(Backend):
         bank = InputBank(job.inputs, job.normalizer, self.fold_device)
         y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=self.fold_device)
         for k in todo:          # looked up on the module, where the resume tests wrap it
-            yield training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.fold_device, sink,
+            yield fold_training.train_fold(k, job.folds, job.config, job.spec, bank, y_all, self.fold_device, sink,
                                        progress)

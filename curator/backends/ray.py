@@ -3,7 +3,7 @@ Ray tasks over shards of the rows, anywhere on a Ray cluster.
 
 Training: the driver puts the job (inputs, labels, folds, settings) into the object store once; every
 fold task reads it from there (zero-copy on the driver's machine), trains with the same
-:func:`~curator.engine.training._train_fold` as the local backend into a :class:`FoldRecording`,
+:func:`~curator.engine.folds.train_fold` as the local backend into a :class:`FoldRecording`,
 and returns it. The driver replays each recording into its own :class:`ArtifactSink` as the fold
 finishes, so the run directory is written by the driver alone and is the same as a local run's.
 
@@ -32,12 +32,12 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..context import ScoreContext
+from ..engine import folds as fold_training
+from ..engine.folds import ArtifactSink, FoldJob
 from ..engine.inputs import InputBank
-from ..engine import training
-from ..engine.training import ArtifactSink
 from ..errors import ConfigError
 from ..scorer import RowParts, Scorer
-from . import Backend, FoldJob, PartsGatherer
+from .base import Backend, PartsGatherer
 
 #: Artifact files (globs under ``artifacts/``) a shard task gets, by what the scorer requires.
 SHIPPED_ALWAYS = ("folds.npy", "model.json", "checkpoints.json")
@@ -85,7 +85,7 @@ def _train_fold_task(k: int, job: FoldJob, device_type: str, threads: int) -> tu
     bank = InputBank(inputs, job.normalizer, device)
     y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=device)
     recording = FoldRecording()
-    log = training._train_fold(k, job.folds, job.config, job.spec, bank, y_all, device, recording, None)
+    log = fold_training.train_fold(k, job.folds, job.config, job.spec, bank, y_all, device, recording, None)
     return log, recording, ray.util.get_node_ip_address()
 
 

@@ -58,7 +58,7 @@ def _scale_to_uint8(arr: np.ndarray, full_scale: float | None) -> np.ndarray:
     return np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
 
 
-def _to_uint8(img: Image.Image, channels: int) -> Image.Image:
+def to_uint8(img: Image.Image, channels: int) -> Image.Image:
     """Convert any PIL mode (16-bit, float, palette, RGBA, CMYK, ...) to L (``channels=1``) or RGB.
 
     16-bit images are scaled by their full range (65535 -> 255), so a dark scan stays dark; float
@@ -115,7 +115,7 @@ def decode_one(path: Path, side: int, channels: int) -> np.ndarray:
             factor = min(img.size) // side
             if factor >= 2 and img.mode in ("L", "RGB", "RGBA", "LA", "I", "F", "CMYK"):
                 img = img.reduce(factor)       # box-average first, so the copies below are small
-            img = _to_uint8(img, channels).resize((side, side), Image.BILINEAR)
+            img = to_uint8(img, channels).resize((side, side), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import base64
 import io
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..data.images import GREY_MODES, _to_uint8
+from ..data.images import GREY_MODES, to_uint8
 from ..errors import DatasetError
 from ..store import Run
 
@@ -73,7 +72,7 @@ class ExampleImages:
             try:
                 with Image.open(self.root / path) as img:
                     img.load()
-                    return _to_uint8(img, 1 if img.mode in GREY_MODES else 3)
+                    return to_uint8(img, 1 if img.mode in GREY_MODES else 3)
             except Exception:
                 return None
         cached = self._cached_inputs

@@ -15,6 +15,7 @@ from torch import nn
 from ..engine.optim import ScheduledSGD
 from ..errors import ConfigError
 from .config import Hyper
+from .mat import adjusted_cross_entropy
 
 class TensorBank:
     """In-memory (N, ...) float inputs used as they are (no normalisation): the ``InputBank`` interface."""
@@ -52,8 +53,6 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
     q_g ← q_g·exp(dro_step·ℓ_g) after every batch.
     select: called after every epoch; the epoch with the highest returned tuple is restored at the end.
     """
-    from ..mat import adjusted_cross_entropy   # not at the top: curator.mat trains with fit()
-
     rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
     if n == 0:

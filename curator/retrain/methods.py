@@ -16,12 +16,13 @@ from ..device import select_device
 from ..engine.inputs import InputBank, Normalizer
 from ..engine.models import ModelSpec, build_model
 from ..errors import ConfigError, RunError
-from ..mat import label_given_holdout, log_prior, xrm_holdout_logits
 from ..store import Run
 from .config import METHODS, Hyper, RetrainConfig
 from .data import EvalSet, aligned_labels, group_column, load_set, read_applied_reviews
 from .evaluation import accuracy_report, inferred_groups
+from .holdout import xrm_holdout_logits
 from .loop import fit, predict_logits
+from .mat import label_given_holdout, log_prior
 
 
 @dataclass
