@@ -49,6 +49,10 @@ class Scorer:
     finish:    optional, with ``score_rows``: ``finish(ctx, parts) -> ScoreResult`` turns the gathered
                parts ((N,) arrays in example order) into the columns, for what needs every row (a rank,
                a quantile). Without it the gathered parts are the columns.
+    check_options: optional, ``check_options(options) -> None``: called with the scorer's options (the
+               declared defaults overlaid by the user's ``[scorers.<name>]``) before any training, so a
+               bad value stops the run at once; raise :class:`curator.ConfigError` (or ValueError) naming
+               the option. Keys the scorer does not declare in ``options`` are refused before it is called.
     """
 
     name: str
@@ -61,6 +65,7 @@ class Scorer:
     options: Mapping[str, object] = field(default_factory=dict)
     score_rows: Callable[["ScoreContext", np.ndarray], RowParts] | None = None
     finish: Callable[["ScoreContext", RowParts], ScoreResult] | None = None
+    check_options: Callable[[Mapping[str, object]], None] | None = None
 
     def __post_init__(self) -> None:
         issue = (self.issue,) if isinstance(self.issue, str) else tuple(self.issue)
@@ -81,7 +86,7 @@ class Scorer:
             object.__setattr__(self, "score", _whole_dataset(self.score_rows, self.finish))
         if not callable(self.score):
             raise PluginError(f"scorer {self.name!r}: score must be callable (or give score_rows)")
-        for role in ("score_rows", "finish"):
+        for role in ("score_rows", "finish", "check_options"):
             if getattr(self, role) is not None and not callable(getattr(self, role)):
                 raise PluginError(f"scorer {self.name!r}: {role} must be callable")
         if self.finish is not None and self.score_rows is None:

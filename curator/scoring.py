@@ -11,7 +11,7 @@ import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,33 +20,61 @@ import torch
 from . import __version__, store
 from .atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
 from .backends import Backend, get_backend
-from .config import load_config
 from .context import Dynamics, ScoreContext
-from .data import Examples, load_dataset
+from .data import Examples, check_format, load_dataset
 from .device import select_device
-from .engine.config import TrainConfig
 from .engine.training import train_cross_fitted
 from .errors import ConfigError, CuratorError, PluginError
-from .flags import FlagConfig, flag
-from .plugins import RegisteredScorer, ScorerRegistry, load_scorers
+from .flags import flag
+from .plugins import PluginRegistry, Registered, load_plugins
 from .progress import progress_bar
+from .settings import Settings, nearest
 
 
-def _select(registry: ScorerRegistry, names: Sequence[str] | str | None) -> list[RegisteredScorer]:
-    if names is None or names == "all":
+def select_scorers(registry: PluginRegistry, names: Sequence[str] | None) -> list[Registered]:
+    """The registered scorers called ``names`` (every one for None); an unknown name is an error."""
+    if names is None:
         return list(registry.scorers.values())
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in registry]
     if unknown:
-        raise ConfigError(f"--scorers {unknown[0]!r}: unknown scorer (available: {', '.join(registry.names()) or 'none'})")
+        raise ConfigError(f"--scorers {unknown[0]!r}: unknown scorer{nearest(unknown[0], registry.names())} "
+                          f"(available: {', '.join(registry.names()) or 'none'})")
     return [registry[n] for n in names]
 
 
-def run_scorer(entry: RegisteredScorer, ctx: ScoreContext, backend: Backend) -> dict[str, np.ndarray]:
+def check_scorer_options(selected: list[Registered], given: Mapping[str, Mapping[str, object]],
+                         installed: Sequence[str]) -> dict[str, dict[str, object]]:
+    """Each selected scorer's options (its declared defaults overlaid by ``[scorers.<name>]``), checked
+    before anything is trained: a table for no ``installed`` scorer, a key the scorer does not declare,
+    or a value its ``check_options`` refuses is an error naming it."""
+    for name in given:
+        if name not in installed:
+            raise ConfigError(f"[scorers.{name}]: no scorer {name!r} is installed{nearest(name, installed)}")
+    resolved = {}
+    for entry in selected:
+        scorer = entry.record
+        options = dict(given.get(scorer.name, {}))
+        for key in options:
+            if key not in scorer.options:
+                known = ", ".join(scorer.options) or "none"
+                raise ConfigError(f"[scorers.{scorer.name}] unknown option {key!r}{nearest(key, scorer.options)} "
+                                  f"(options: {known})")
+        merged = {**scorer.options, **options}
+        if scorer.check_options is not None:
+            try:
+                scorer.check_options(merged)
+            except CuratorError:
+                raise
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ConfigError(f"[scorers.{scorer.name}] {exc}") from exc
+        resolved[scorer.name] = merged
+    return resolved
+
+
+def run_scorer(entry: Registered, ctx: ScoreContext, backend: Backend) -> dict[str, np.ndarray]:
     """Call one scorer (whole here, or in shards where ``backend`` spreads them) and return its
     validated columns, normalised to higher = worse."""
-    scorer = entry.scorer
+    scorer = entry.record
     parts = backend.score_rows(scorer, ctx, ctx.progress)
     result = scorer.score(ctx) if parts is None else scorer.finish_parts(ctx, parts)
     columns = {scorer.name: result} if not isinstance(result, dict) else dict(result)
@@ -110,65 +138,45 @@ def _save_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
             np.savez(f, **columns)
 
 
-def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
-          scorers: Sequence[str] | str | None = None, folds: int | None = None, epochs: int | None = None,
-          device: str | None = None, seed: int | None = None, config: str | Path | None = None,
-          format: str = "auto", label_column: str = "label", max_side: int = 64, on_error: str = "skip",
-          loss: str | None = None, max_flag_rate: float | None = None, strict: bool = False,
-          scorer_timeout: float | None = None, resume: bool = False, plugins: Iterable[object] = (),
-          backend: str | None = None, ray_address: str | None = None, threads: int | None = None,
-          progress: bool = True, log=None) -> store.Run:
+def score(dataset: str | Path | Examples, *, out: str | Path | None = None, config: str | Path | None = None,
+          settings: Settings | None = None, resume: bool = False, plugins: Iterable[object] = (),
+          progress: bool = True, log=None, **arguments) -> store.Run:
     """Score every example of ``dataset`` and write a run directory; returns the finished :class:`Run`.
 
-    Explicit arguments override ``config`` (a ``curator.toml``), which overrides the defaults.
+    ``arguments`` are the options of ``curator score`` by their flat names (``epochs=3``,
+    ``scorers="learning_speed,early_learning"``, ``device="cpu"``, ``format``, ``label_column``,
+    ``image_size``, ``on_error``, ``folds``, ``seed``, ``loss``, ``max_flag_rate``, ``strict``,
+    ``scorer_timeout``, ``backend``, ``address``, ``threads``); they override ``config`` (a
+    ``curator.toml``), which overrides the defaults; or pass a built :class:`curator.Settings`.
+    Everything is validated before the dataset is read: settings, plugins, scorer options, format.
     ``plugins`` are extra plugin objects registered for this call only. The run is built in
     ``<out>.partial/``; if interrupted, ``resume=True`` redoes only the unfinished stages (folds,
-    scorers). A scorer that raises, returns a bad column or runs past ``scorer_timeout`` seconds is
-    left out and recorded (``strict`` makes it fatal). ``backend`` says where the fold proxies train
-    and the shardable scorers run: ``"local"`` (default, all in this process) or ``"ray"`` (one Ray
-    task per fold and shards of rows as Ray tasks, on the cluster at ``ray_address`` or a Ray instance
-    started on this machine); every write stays in this process. ``threads`` sets torch's CPU threads
-    in this process for the call (default: torch's, one per core).
+    scorers), and on a finished run has nothing to do. A scorer that raises, returns a bad column or
+    runs past ``scorer_timeout`` seconds is left out and recorded (``strict`` makes it fatal).
+    ``backend`` says where the fold proxies train and the shardable scorers run: ``"local"``
+    (default, all in this process) or ``"ray"`` (one Ray task per fold and shards of rows as Ray
+    tasks, on the cluster at ``address`` or a Ray instance started on this machine); every write
+    stays in this process.
     """
     say = log or (lambda msg: None)
-    file_cfg = load_config(config)
-    opts = dict(file_cfg.get("score", {}))
-    train_opts = dict(file_cfg.get("train", {}))
-    for key, value in (("folds", folds), ("epochs", epochs), ("seed", seed), ("loss", loss)):
-        if value is not None:
-            train_opts[key] = value
-        elif key in opts:
-            train_opts[key] = opts[key]
-    try:
-        train_config = TrainConfig(**train_opts)
-    except TypeError as exc:
-        raise ConfigError(f"[train] in {config}: {exc}") from exc
-    flag_opts = dict(file_cfg.get("flags", {}))
-    if max_flag_rate is not None:
-        flag_opts["max_flag_rate"] = max_flag_rate
-    try:
-        flag_config = FlagConfig(**flag_opts)
-    except TypeError as exc:
-        raise ConfigError(f"[flags] in {config}: {exc}") from exc
-    scorer_options = file_cfg.get("scorers", {})
-    scorer_timeout = scorer_timeout if scorer_timeout is not None else opts.get("scorer_timeout")
-    threads = threads if threads is not None else opts.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"--threads {threads}: must be a whole number of at least 1")
-    device_t = select_device(device or opts.get("device", "auto"))
-    fold_backend = get_backend(backend or opts.get("backend", "local"), ray_address or opts.get("address"))
-
-    registry = load_scorers(plugins)
-    selected = _select(registry, scorers if scorers is not None else opts.get("scorers"))
+    if settings is not None and config is not None:
+        raise ConfigError("score(): give settings or config, not both")
+    settings = (settings or Settings.build(config)).with_arguments(**arguments)
+    registry = load_plugins(plugins, strict=settings.score.strict)
+    selected = select_scorers(registry, settings.score.scorers)
+    scorer_options = check_scorer_options(selected, settings.scorer_options, registry.names())
+    adapters = registry.records("adapters")
+    check_format(settings.dataset.format, adapters)
+    device_t = select_device(settings.score.device)
+    fold_backend = get_backend(settings.score.backend, settings.score.address)
 
     t0 = time.perf_counter()
-    examples = dataset if isinstance(dataset, Examples) else load_dataset(
-        dataset, format=format, label_column=label_column, max_side=max_side, on_error=on_error)
+    examples = dataset if isinstance(dataset, Examples) else load_dataset(dataset, settings.dataset, adapters=adapters)
     load_stage = _done(t0)
     say(f"{len(examples)} examples, {examples.n_classes} classes, inputs {tuple(examples.inputs.shape[1:])}, device {device_t}")
 
     out = Path(out) if out is not None else default_out(examples.name)
-    key = {"fingerprint": examples.fingerprint, "n_examples": len(examples), "train": asdict(train_config)}
+    key = {"fingerprint": examples.fingerprint, "n_examples": len(examples), "train": asdict(settings.train)}
     if resume and (finished := store.completed(out, key)) is not None:
         say(f"{out} is already complete: nothing to resume")
         return finished
@@ -178,11 +186,11 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     default_threads = torch.get_num_threads()
     try:
         staging.mark("load", load_stage)
-        torch.set_num_threads(threads or default_threads)
+        torch.set_num_threads(settings.score.threads or default_threads)
         fold_backend.start(device_t)
         try:
-            _score_into(staging, examples, selected, train_config, flag_config, scorer_options, scorer_timeout,
-                        strict, device_t, registry, config, progress, say, fold_backend)
+            _score_into(staging, examples, selected, scorer_options, settings, device_t, registry, progress, say,
+                        fold_backend)
         finally:
             fold_backend.stop()
             torch.set_num_threads(default_threads)
@@ -196,16 +204,17 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None,
     return store.Run(out)
 
 
-def _score_into(staging: store.Staging, examples: Examples, selected: list[RegisteredScorer],
-                train_config: TrainConfig, flag_config: FlagConfig, scorer_options: dict,
-                scorer_timeout: float | None, strict: bool, device_t: torch.device, registry: ScorerRegistry,
-                config, progress: bool, say, backend: Backend) -> None:
-    """The stages after loading, each recorded in the partial manifest as it finishes."""
+def _score_into(staging: store.Staging, examples: Examples, selected: list[Registered],
+                scorer_options: dict[str, dict], settings: Settings, device_t: torch.device,
+                registry: PluginRegistry, progress: bool, say, backend: Backend) -> None:
+    """The stages after loading, each recorded in the partial manifest as it finishes.
+    ``scorer_options``: each selected scorer's checked options (:func:`check_scorer_options`)."""
     root = staging.path
+    strict, scorer_timeout = settings.score.strict, settings.score.scorer_timeout
     bar = (lambda it, **kw: progress_bar(it, **kw)) if progress else None
     t0 = time.perf_counter()
     trained = train_cross_fitted(examples.inputs, examples.labels, examples.kind, examples.n_classes,
-                                 train_config, backend, root / "artifacts", progress=bar, resume=staging.resumed)
+                                 settings.train, backend, root / "artifacts", progress=bar, resume=staging.resumed)
     if not staging.finished("train"):
         staging.mark("train", _done(t0))
     oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
@@ -214,7 +223,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     scorer_log: dict[str, dict] = {}
     t0 = time.perf_counter()
     for entry in selected:
-        name = entry.scorer.name
+        name = entry.record.name
         saved = root / "columns" / f"{name}.npz"
         if staging.finished(f"scorer {name}") and saved.exists():
             with np.load(saved) as data:
@@ -224,7 +233,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
             continue
         ctx = ScoreContext(artifacts=root / "artifacts", labels=examples.labels, classes=examples.classes,
                            ids=examples.ids, inputs_array=examples.inputs, device=device_t,
-                           seed=trained.config.seed, options={**entry.scorer.options, **scorer_options.get(name, {})},
+                           seed=trained.config.seed, options=scorer_options[name],
                            progress=(bar or (lambda it, **kw: it)))
         started = time.perf_counter()
         say(f"scorer {name} ...")
@@ -234,20 +243,22 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
             if strict:
                 raise PluginError(f"scorer {name!r} failed: {type(exc).__name__}: {exc}") from exc
             scorer_log[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                "traceback": traceback.format_exc(limit=5), **entry.describe()}
+                                "traceback": traceback.format_exc(limit=5), **entry.describe(),
+                                "options": scorer_options[name]}
             say(f"scorer {name} failed and is left out: {type(exc).__name__}: {exc}")
             continue
         columns.update({f"score_{col}": values for col, values in result.items()})
-        scorer_log[name] = {**_done(started), "columns": [f"score_{c}" for c in result], **entry.describe()}
+        scorer_log[name] = {**_done(started), "columns": [f"score_{c}" for c in result], **entry.describe(),
+                            "options": scorer_options[name]}
         _save_columns(saved, result)
         staging.mark(f"scorer {name}", scorer_log[name])
     timings = {"load": staging.done["load"], "train": staging.done["train"], "score": _done(t0)}
 
     t0 = time.perf_counter()
-    informing = {f"score_{col}": kinds for e in selected if scorer_log[e.scorer.name]["status"] == "done"
-                 for col, kinds in e.scorer.column_issues().items() if f"score_{col}" in columns}
+    informing = {f"score_{col}": kinds for e in selected if scorer_log[e.record.name]["status"] == "done"
+                 for col, kinds in e.record.column_issues().items() if f"score_{col}" in columns}
     flags = flag({c: columns[c] for c in informing}, informing, oof_probs, examples.labels, examples.classes,
-                 examples.ids, flag_config, insample_probs=Dynamics(root / "artifacts").ema_probs(),
+                 examples.ids, settings.flags, insample_probs=Dynamics(root / "artifacts").ema_probs(),
                  oof_logits=trained.oof_logits, embeddings=trained.embeddings, folds=trained.folds,
                  metadata=examples.metadata)
     timings["flag"] = _done(t0)
@@ -270,12 +281,14 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": {"path": str(Path(examples.source or examples.root).resolve()),
                     "root": str(Path(examples.root).resolve()), "name": examples.name, "kind": examples.kind,
+                    "format": examples.format,
                     "fingerprint": examples.fingerprint, "n_examples": len(examples),
                     "n_classes": examples.n_classes, "input_shape": list(examples.inputs.shape[1:]),
                     "skipped_files": examples.skipped},
-        "config": {"train": asdict(trained.config), "flags": asdict(flag_config),
-                   "scorers": [e.scorer.name for e in selected], "scorer_options": scorer_options,
-                   "scorer_timeout": scorer_timeout, "config_file": str(config) if config else None,
+        "config": {"train": asdict(trained.config), "flags": asdict(settings.flags),
+                   "dataset": asdict(settings.dataset), "score": asdict(settings.score),
+                   "scorers": [e.record.name for e in selected], "scorer_options": settings.scorer_options,
+                   "scorer_timeout": scorer_timeout, "config_file": settings.config_file,
                    "backend": backend.describe(), "threads": torch.get_num_threads()},
         "seed": trained.config.seed,
         "resumed": staging.resumed,
@@ -285,7 +298,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                   "train_accuracy_last_epoch": [round(a, 4) for a in trained.fold_train_accuracy]},
         "stages": timings,
         "scorers": scorer_log,
-        "plugin_load_errors": registry.load_errors,
+        "plugin_errors": registry.errors,
         "flag_counts": {k: int(flags.table[f"is_{k}"].sum()) for k in ("mislabeled", "outlier", "spurious")},
         "spurious_groups": [g.to_dict() for g in flags.spurious_groups if g.kind == "shortcut"],
         "outlier_groups": [g.to_dict() for g in flags.spurious_groups if g.kind == "outlier"],

@@ -34,9 +34,9 @@ from .context import ScoreContext
 from .data import Examples
 from .device import select_device
 from .errors import PluginError
-from .plugins import RegisteredScorer, load_scorers
+from .plugins import Registered, load_plugins
 from .scorer import Scorer
-from .scoring import run_scorer, score
+from .scoring import check_scorer_options, run_scorer, score
 from .store import Run
 
 #: Issue types the test dataset has injected examples of, so a scorer declaring them is ranked.
@@ -167,14 +167,14 @@ def _require(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def _resolve(scorer_or_plugin: Any, name: str | None) -> RegisteredScorer:
+def _resolve(scorer_or_plugin: Any, name: str | None) -> Registered:
     if isinstance(scorer_or_plugin, Scorer):
-        return RegisteredScorer(scorer_or_plugin, "local", "local", "local")
+        return Registered(scorer_or_plugin, "local", "local", "local")
     if isinstance(scorer_or_plugin, str):  # an installed scorer, found through the entry points
-        registry, what = load_scorers(), "the installed plugins"
+        registry, what = load_plugins(), "the installed plugins"
         name = name or scorer_or_plugin
     else:
-        registry = load_scorers([scorer_or_plugin], entry_points_enabled=False)
+        registry = load_plugins([scorer_or_plugin], entry_points_enabled=False)
         what = f"plugin {getattr(scorer_or_plugin, '__name__', type(scorer_or_plugin).__name__)!r}"
     found = ", ".join(registry.names()) or "none"
     if name is None:
@@ -203,7 +203,7 @@ class InterleavedShards(LocalBackend):
         return gathered.parts
 
 
-def _columns(entry: RegisteredScorer, ctx: ScoreContext,
+def _columns(entry: Registered, ctx: ScoreContext,
              backend: LocalBackend | None = None) -> dict[str, np.ndarray]:
     """The scorer's columns exactly as ``curator.score`` validates and normalises them."""
     try:
@@ -230,10 +230,10 @@ def check_scorer(scorer_or_plugin: Any, *, name: str | None = None, min_auroc: f
     if not 0.0 <= min_auroc <= 1.0:
         raise ValueError(f"min_auroc={min_auroc!r}: must be in [0, 1]")
     entry = _resolve(scorer_or_plugin, name)
-    scorer = entry.scorer
+    scorer = entry.record
+    merged = check_scorer_options([entry], {scorer.name: dict(options or {})}, [scorer.name])[scorer.name]
     b = bench(epochs=epochs, seed=seed, device=device)
     n = len(b.examples)
-    merged = {**scorer.options, **(options or {})}
     columns = _columns(entry, b.context(merged))
     _require(scorer.name in columns, f"scorer {scorer.name!r}: no score_{scorer.name} column")
     for col, values in columns.items():

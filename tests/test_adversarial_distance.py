@@ -11,6 +11,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import curator
+from curator.plugins import Registered
+from curator.scoring import check_scorer_options
 from curator_plugins.adversarial_distance import SCORER, closeness_rank, deepfool
 from conftest import score_context, truth_for
 
@@ -83,6 +85,7 @@ def test_subset_scores_every_example_and_keeps_the_outlier_signal(ctx, ood_digit
 
 
 @pytest.mark.parametrize("options", [{"max_iter": 0}, {"candidates": 1}, {"overshoot": -0.1}, {"iters": 3}])
-def test_bad_options_are_rejected_by_name(ctx, options):
+def test_bad_options_are_rejected_by_name_before_scoring(options):
+    entry = Registered(SCORER, "adversarial_distance", "curator", "test")
     with pytest.raises(curator.ConfigError, match=next(iter(options))):
-        SCORER.score(dataclasses.replace(ctx, options=options))
+        check_scorer_options([entry], {"adversarial_distance": options}, ["adversarial_distance"])

@@ -154,13 +154,14 @@ def test_a_dark_16bit_image_stays_dark(tmp_path):
 MEASURE = textwrap.dedent("""
     import sys, warnings
     from PIL import Image
-    from curator import load_dataset                     # imported before the peak is reset
+    from curator import load_dataset, load_plugins       # imported before the peak is reset
+    adapters = load_plugins().records("adapters")        # the plugins (and torch) loaded before it too
     Image.radial_gradient("L").resize((6000, 6000)).convert("RGB").save(sys.argv[1] + "/a/huge." + sys.argv[2])
     status = lambda key: int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) // 1024
     open("/proc/self/clear_refs", "w").write("5")       # reset the peak (VmHWM) to the current size
     before = status("VmHWM")
     warnings.simplefilter("ignore")
-    examples = load_dataset(sys.argv[1])
+    examples = load_dataset(sys.argv[1], adapters=adapters)
     print(examples.inputs.shape[1:], status("VmHWM") - before)
 """)
 

@@ -46,7 +46,7 @@ def test_label_aware_density_ranks_flipped_labels(noisy_digits_run, noisy_digits
 
 
 def test_scorer_declares_outlier_issue_and_knn_requirement():
-    registry = curator.load_scorers()
+    registry = curator.load_plugins()
     scorer = registry["kernel_density"].scorer
     assert scorer.issue == ("outlier",)
     assert set(scorer.requires) == {"embeddings", "knn"}

@@ -50,7 +50,7 @@ def installed(tmp_path_factory):
 
 def _listed(env: dict) -> dict:
     listing = json.loads(_run([CLI, "plugins", "--json"], env).stdout)
-    assert listing["load_errors"] == []
+    assert listing["errors"] == []
     return {s["name"]: s for s in listing["scorers"]}
 
 
@@ -67,10 +67,10 @@ def test_the_allow_and_deny_lists_select_installed_plugins_by_entry_point_name(i
     _, env = installed
     monkeypatch.syspath_prepend(env["PYTHONPATH"].split(os.pathsep)[0])  # entry points are read from sys.path
     monkeypatch.setenv("CURATOR_PLUGINS", "el2n")
-    assert curator.load_scorers().names() == ["el2n"]
+    assert curator.load_plugins().names() == ["el2n"]
     monkeypatch.delenv("CURATOR_PLUGINS")
     monkeypatch.setenv("CURATOR_DISABLE_PLUGINS", "el2n,self_influence")
-    names = curator.load_scorers().names()
+    names = curator.load_plugins().names()
     assert "el2n" not in names and "self_influence" not in names and "learning_speed" in names
 
 

@@ -167,7 +167,9 @@ BROKEN = dict(name="broken", package="broken-pkg", loader=_missing_dependency)
 
 
 def _use_entry_points(monkeypatch, *eps: FakeEntryPoint) -> None:
-    monkeypatch.setattr(curator.plugins, "entry_points", lambda group: list(eps))
+    """Only ``eps`` are installed, beside curator's own dataset formats and exporters."""
+    core = [ep for ep in curator.plugins.entry_points(group="curator") if ep.name in curator.plugins.CORE_PLUGINS]
+    monkeypatch.setattr(curator.plugins, "entry_points", lambda group: [*core, *eps])
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +239,13 @@ def test_a_dataset_array_holding_python_objects_is_refused_and_never_run(tmp_pat
 def test_the_allow_list_loads_only_the_plugins_named(monkeypatch):
     monkeypatch.delenv("CURATOR_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("CURATOR_PLUGINS", "learning_speed, kernel_density")
-    assert sorted(curator.load_scorers().names()) == ["kernel_density", "learning_speed"]
+    assert sorted(curator.load_plugins().names()) == ["kernel_density", "learning_speed"]
 
 
 def test_the_deny_list_drops_the_plugins_named(monkeypatch):
     monkeypatch.delenv("CURATOR_PLUGINS", raising=False)
     monkeypatch.setenv("CURATOR_DISABLE_PLUGINS", "learning_speed,self_influence")
-    names = set(curator.load_scorers().names())
+    names = set(curator.load_plugins().names())
     assert BUILTINS - {"learning_speed", "self_influence"} <= names
     assert not names & {"learning_speed", "self_influence"}
 
@@ -255,12 +257,12 @@ def test_a_plugin_left_out_by_the_lists_is_never_imported(monkeypatch):
     monkeypatch.setenv("CURATOR_PLUGINS", "good")
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # no import-failure warning either
-        allowed = curator.load_scorers()
+        allowed = curator.load_plugins()
     monkeypatch.delenv("CURATOR_PLUGINS")
     monkeypatch.setenv("CURATOR_DISABLE_PLUGINS", "broken")
-    denied = curator.load_scorers()
+    denied = curator.load_plugins()
     assert allowed.names() == denied.names() == ["good"]
-    assert allowed.load_errors == denied.load_errors == [] and broken.loads == 0
+    assert allowed.errors == denied.errors == [] and broken.loads == 0
 
 
 def test_a_plugin_that_fails_to_import_is_skipped_with_a_warning_and_recorded(monkeypatch):
@@ -270,13 +272,13 @@ def test_a_plugin_that_fails_to_import_is_skipped_with_a_warning_and_recorded(mo
     _use_entry_points(monkeypatch, FakeEntryPoint(**BROKEN), good)
     with pytest.warns(UserWarning, match=r"^plugin 'broken' from broken-pkg failed to import and is skipped: "
                                          r"ModuleNotFoundError: No module named 'missing_dep'$"):
-        registry = curator.load_scorers()
+        registry = curator.load_plugins()
     assert registry.names() == ["good"]
-    assert registry.load_errors == [{"plugin": "broken", "package": "broken-pkg",
-                                     "error": "ModuleNotFoundError: No module named 'missing_dep'"}]
+    assert registry.errors == [{"plugin": "broken", "package": "broken-pkg", "hook": None,
+                                "error": "ModuleNotFoundError: No module named 'missing_dep'"}]
     with pytest.warns(UserWarning, match="'broken'"):
         listing = CliRunner().invoke(main, ["plugins", "--json"])
-    assert listing.exit_code == 0 and json.loads(listing.stdout)["load_errors"] == registry.load_errors
+    assert listing.exit_code == 0 and json.loads(listing.stdout)["errors"] == registry.errors
 
 
 def test_two_plugins_claiming_one_scorer_name_is_an_error_naming_both_packages(monkeypatch, tmp_path):
@@ -284,7 +286,7 @@ def test_two_plugins_claiming_one_scorer_name_is_an_error_naming_both_packages(m
                       FakeEntryPoint("two", "pkg-two", lambda: _plugin(_column("dup", np.ones))))
     expected = "scorer name 'dup' is registered twice: by pkg-one (plugin 'one') and by pkg-two (plugin 'two')"
     with pytest.raises(curator.PluginError) as err:
-        curator.load_scorers()
+        curator.load_plugins()
     assert str(err.value) == expected
     result = CliRunner().invoke(main, ["score", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"])
     assert result.exit_code != 0 and result.output.strip() == f"Error: {expected}"
@@ -293,8 +295,9 @@ def test_two_plugins_claiming_one_scorer_name_is_an_error_naming_both_packages(m
 # --- scorers that misbehave --------------------------------------------------------------------------
 
 def test_the_import_failure_is_recorded_in_the_run_manifest(faulty_run):
-    assert faulty_run.manifest["plugin_load_errors"] == [
-        {"plugin": "broken", "package": "broken-pkg", "error": "ModuleNotFoundError: No module named 'missing_dep'"}]
+    assert faulty_run.manifest["plugin_errors"] == [
+        {"plugin": "broken", "package": "broken-pkg", "hook": None,
+         "error": "ModuleNotFoundError: No module named 'missing_dep'"}]
 
 
 def test_a_wrong_shape_an_inf_and_a_raising_scorer_are_left_out_and_recorded(faulty_run):
@@ -328,6 +331,6 @@ def test_a_plugin_whose_register_hook_raises_is_skipped_and_recorded():
             raise RuntimeError("boom")
 
     with pytest.warns(UserWarning, match="failed in register_scorers"):
-        registry = curator.load_scorers([Crashing()])
+        registry = curator.load_plugins([Crashing()])
     assert "learning_speed" in registry
-    assert any("boom" in e["error"] for e in registry.load_errors)
+    assert any("boom" in e["error"] for e in registry.errors)

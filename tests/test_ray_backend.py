@@ -151,7 +151,7 @@ def test_unknown_backend_names_the_option(noisy_digits):
 
 def test_cluster_address_without_ray_backend_names_the_option(noisy_digits):
     with pytest.raises(curator.ConfigError, match=r"^--address auto: a cluster address needs --backend ray$"):
-        curator.score(noisy_digits[0], ray_address="auto", progress=False)
+        curator.score(noisy_digits[0], address="auto", progress=False)
 
 
 def test_no_cluster_at_address_is_a_one_line_cli_error(tmp_path, monkeypatch):

@@ -166,7 +166,7 @@ def test_duplicate_scorer_names_are_an_error_naming_both():
             register(curator.Scorer(name="learning_speed", issue="mislabeled", requires=(), score=lambda c: 0))
 
     with pytest.raises(curator.PluginError, match="registered twice.*curator"):
-        curator.load_scorers([Twin()])
+        curator.load_plugins([Twin()])
 
 
 def test_threads_holds_for_the_run_and_is_restored_after(noisy_digits, tmp_path):

@@ -69,6 +69,6 @@ def test_all_mode_adds_the_other_layers_to_the_last_layer_norm(ctx):
 
 
 @pytest.mark.parametrize("options, option", [({"mode": "full"}, "mode"), ({"batch_size": 0}, "batch_size")])
-def test_bad_option_is_a_config_error_naming_it(ctx, options, option):
+def test_bad_option_is_a_config_error_naming_it(options, option):
     with pytest.raises(curator.ConfigError, match=rf"\[scorers\.self_influence\] {option}"):
-        SCORER.score(with_options(ctx, **options))
+        SCORER.check_options({**SCORER.options, **options})

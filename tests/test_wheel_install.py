@@ -98,7 +98,7 @@ def test_the_installed_curator_lists_its_scorers_from_its_own_site_packages(venv
                   "print(curator_plugins.__file__)"], cwd, env).stdout.split()
     assert all(Path(p).is_relative_to(venv.parent) for p in where), where
     listing = json.loads(_run([venv / "curator", "plugins", "--json"], cwd, env).stdout)
-    assert listing["load_errors"] == []
+    assert listing["errors"] == []
     assert {s["name"]: s["package"] for s in listing["scorers"]} == {
         name: "curator" for name in ("adversarial_distance", "early_learning", "kernel_density", "learning_speed",
                                      "self_influence")}

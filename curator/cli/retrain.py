@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..data import FORMATS
 from ..retrain.config import HOLDOUTS, METHODS, SELECTIONS
 
 
@@ -63,7 +62,8 @@ def _table(metrics: dict) -> str:
 @click.option("--select", "selection", type=click.Choice(SELECTIONS),
               help="Model selection on validation: worst-group, accuracy or last epoch [worst-group].")
 @click.option("--val-fraction", type=float, help="Share of DATASET held out when no --val [0.1].")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Dataset layout.")
+@click.option("--format", "fmt", metavar="NAME", default="auto", show_default=True,
+              help="Dataset format (`curator plugins` lists them).")
 @click.option("--label-column", default="label", show_default=True, help="Label column of a table or manifest.")
 @click.option("--image-size", default=64, show_default=True, help="Largest side images are resized to.")
 @click.option("--quiet", is_flag=True, help="No progress messages or table; print only the output folder.")
@@ -76,6 +76,7 @@ def retrain(dataset, run, method, eval_set, val, applied_reviews, out, epochs, s
     the model) and OUT/metrics.json (overall, per-class, per-group and worst-group accuracy on the
     evaluation set for METHOD and for erm). Prints a table, then the output folder.
     """
+    from ..adapter import DatasetSettings
     from ..retrain import retrain as run_retrain
 
     options = {k: v for k, v in {"epochs": epochs, "seed": seed, "holdout": holdout, "taus": tau, "floor": floor,
@@ -85,7 +86,7 @@ def retrain(dataset, run, method, eval_set, val, applied_reviews, out, epochs, s
     log = None if quiet else (lambda msg: click.echo(msg, err=True))
     result = run_retrain(dataset, method=method, run=run, eval=eval_set, val=val, applied_reviews=applied_reviews,
                          out=out, device=device, log=log,
-                         loader={"format": fmt, "label_column": label_column, "max_side": image_size}, **options)
+                         loader=DatasetSettings(fmt, label_column, image_size), **options)
     if not quiet:
         click.echo(_table(result.metrics))
         click.echo()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..data import FORMATS
 
 
 @click.command()
@@ -18,15 +17,17 @@ from ..data import FORMATS
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Training device [auto].")
 @click.option("--seed", type=int, help="Random seed; same seed, same scores [0].")
 @click.option("--config", type=click.Path(path_type=Path), help="curator.toml with defaults and scorer options.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-              help="Dataset layout.")
-@click.option("--label-column", default="label", show_default=True, help="Label column of a table or manifest.")
-@click.option("--image-size", default=64, show_default=True, help="Largest side images are resized to.")
-@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
-              help="Unreadable image files: skip them (listed in manifest.json) or stop.")
+@click.option("--format", "fmt", metavar="NAME",
+              help="Dataset format: auto, imagefolder, manifest, table, arrays, or one a plugin adds "
+                   "(`curator plugins` lists them) [auto].")
+@click.option("--label-column", help="Label column of a table or manifest [label].")
+@click.option("--image-size", type=int, help="Largest side images are resized to [64].")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]),
+              help="Unreadable image files: skip them (listed in manifest.json) or stop [skip].")
 @click.option("--loss", type=click.Choice(["ce", "elr"]), help="Proxy loss: cross-entropy or ELR [ce].")
 @click.option("--max-flag-rate", type=float, help="Never flag more than this fraction per issue [0.5].")
-@click.option("--strict", is_flag=True, help="A failing scorer stops the run instead of being left out.")
+@click.option("--strict", is_flag=True, default=None,
+              help="A failing scorer or a plugin that cannot load stops the run instead of being left out.")
 @click.option("--scorer-timeout", type=float, help="Leave out a scorer still running after this many seconds.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out (redo unfinished stages only).")
 @click.option("--backend", type=click.Choice(["local", "ray"]),
@@ -52,11 +53,11 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
     from ..summary import summarize
 
     log = None if quiet else (lambda msg: click.echo(msg, err=True))
-    run = run_score(dataset, out=out, scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed,
-                    config=config, format=fmt, label_column=label_column, max_side=image_size, on_error=on_error,
-                    loss=loss, max_flag_rate=max_flag_rate, strict=strict, scorer_timeout=scorer_timeout,
-                    resume=resume, backend=backend, ray_address=address, threads=threads, progress=not quiet,
-                    log=log)
+    run = run_score(dataset, out=out, config=config, resume=resume, progress=not quiet, log=log,
+                    scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed, format=fmt,
+                    label_column=label_column, image_size=image_size, on_error=on_error, loss=loss,
+                    max_flag_rate=max_flag_rate, strict=strict, scorer_timeout=scorer_timeout, backend=backend,
+                    address=address, threads=threads)
     if not quiet:
         click.echo(summarize(run))
         click.echo()

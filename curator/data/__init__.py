@@ -1,74 +1,111 @@
-"""Dataset adapters: image folder, manifest (csv/parquet), table (csv/parquet), arrays (npz)."""
+"""Dataset adapters: each format is an :class:`curator.Adapter` registered through the
+``register_adapters`` hook (the built-ins in :mod:`curator.data.builtin`: image folder, manifest,
+table, arrays), and :func:`load_dataset` picks one."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import Mapping
 
+from ..adapter import Adapter, DatasetSettings
 from ..errors import ConfigError, DatasetError
-from .arrays import load_arrays
 from .examples import Examples
-from .imagefolder import load_image_folder
-from .images import ON_ERROR
-from .manifest import load_manifest
-from .table import load_table
-
-FORMATS = ("auto", "imagefolder", "manifest", "table", "arrays")
-TABLE_SUFFIXES = (".csv", ".parquet")
+from .manifest import examples_from_table
 
 
-def detect_format(path: Path) -> tuple[str, Path]:
-    """(format, file or folder to read) for a dataset path."""
+def _by_priority(adapters: Mapping[str, Adapter]) -> list[Adapter]:
+    return sorted(adapters.values(), key=lambda a: (-a.priority, a.name))
+
+
+def _installed_adapters() -> dict[str, Adapter]:
+    from ..plugins import load_plugins
+
+    return {name: entry.record for name, entry in load_plugins().adapters.items()}
+
+
+def _single_data_file(folder: Path, adapters: Mapping[str, Adapter]) -> tuple[Adapter, Path] | None:
+    """A folder that holds exactly one file some adapter reads (``data/digits.npz``): that file."""
+    if not folder.is_dir():
+        return None
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            for adapter in _by_priority(adapters):
+                hit = adapter.detect(p)
+                if hit is not None:
+                    found.append((adapter, hit))
+                    break
+    return found[0] if len(found) == 1 else None
+
+
+def detect_format(path: str | Path, adapters: Mapping[str, Adapter] | None = None) -> tuple[str, Path]:
+    """(adapter name, the file or folder it reads) for a dataset path: the first adapter, by priority,
+    whose ``detect`` accepts it; else the one data file inside a folder."""
+    path = Path(path)
+    adapters = adapters if adapters is not None else _installed_adapters()
+    for adapter in _by_priority(adapters):
+        hit = adapter.detect(path)
+        if hit is not None:
+            return adapter.name, Path(hit)
+    inside = _single_data_file(path, adapters)
+    if inside is not None:
+        return inside[0].name, Path(inside[1])
+    names = ", ".join(a.name for a in _by_priority(adapters)) or "none installed"
     if path.is_file():
-        if path.suffix.lower() == ".npz":
-            return "arrays", path
-        if path.suffix.lower() in TABLE_SUFFIXES:
-            return ("manifest" if path.stem == "manifest" else "table"), path
-        raise DatasetError(f"{path}: not a dataset file (expected .npz, .csv, .parquet or a folder)")
-    for name in ("manifest.parquet", "manifest.csv"):
-        if (path / name).is_file():
-            return "manifest", path / name
-    if any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
-        return "imagefolder", path
-    tables = [p for p in sorted(path.iterdir()) if p.suffix.lower() in TABLE_SUFFIXES + (".npz",)]
-    if len(tables) == 1:
-        return detect_format(tables[0])
+        raise DatasetError(f"{path}: not a dataset file any adapter reads (formats: {names}); set --format")
     raise DatasetError(f"{path}: empty or unrecognised dataset folder (expected <class>/<image> folders, "
-                       "a manifest.csv, one table or one .npz)")
+                       f"a manifest.csv, one table or one .npz; formats: {names})")
 
 
-def load_dataset(path: str | Path, *, format: str = "auto", label_column: str = "label",
-                 max_side: int = 64, on_error: str = "skip") -> Examples:
-    """Read a dataset in any supported layout; see ``detect_format`` for the rules.
+def check_format(name: str, adapters: Mapping[str, Adapter]) -> Adapter | None:
+    """The adapter called ``name`` (None for ``auto``); an unknown name is an error naming the nearest."""
+    if name == "auto":
+        return None
+    if name not in adapters:
+        near = difflib.get_close_matches(name, list(adapters), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"--format {name!r}: no such dataset format (formats: auto, "
+                          f"{', '.join(sorted(adapters))}){hint}")
+    return adapters[name]
 
-    ``on_error``: an image file that cannot be read is left out and listed in ``Examples.skipped``
-    (``"skip"``) or stops with a DatasetError naming it (``"fail"``). Structural problems (a missing
-    column, an empty label, a path that escapes the dataset, duplicate ids, one class) always stop.
+
+def load_dataset(path: str | Path, settings: DatasetSettings | None = None, *,
+                 adapters: Mapping[str, Adapter] | None = None, **options) -> Examples:
+    """Read a dataset with the adapter ``settings.format`` names, or the one that detects it (``auto``).
+
+    ``options`` are :class:`DatasetSettings` fields (``format``, ``label_column``, ``image_size``,
+    ``on_error``) when no ``settings`` is given. ``adapters``: name -> :class:`curator.Adapter`
+    (default: every installed one). ``on_error``: an image file that cannot be read is left out and
+    listed in ``Examples.skipped`` (``"skip"``) or stops with a DatasetError naming it (``"fail"``).
+    Structural problems (a missing column, an empty label, a path that escapes the dataset,
+    duplicate ids, one class) always stop.
     """
-    if on_error not in ON_ERROR:
-        raise ConfigError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
-    if not isinstance(max_side, int) or max_side < 8:
-        raise ConfigError(f"--image-size {max_side!r}: expected an integer of at least 8 (pixels)")
-    path = source = Path(path)
+    if settings is None:
+        try:
+            settings = DatasetSettings(**options)
+        except TypeError as exc:
+            raise ConfigError(f"load_dataset: {exc}") from exc
+    elif options:
+        raise ConfigError(f"load_dataset: give settings or {', '.join(options)}, not both")
+    adapters = adapters if adapters is not None else _installed_adapters()
+    adapter = check_format(settings.format, adapters)
+    path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: dataset path does not exist")
-    if format not in FORMATS:
-        raise DatasetError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
-    if format == "auto":
-        format, path = detect_format(path)
-    elif path.is_dir() and format in ("manifest", "table", "arrays"):
-        _, path = detect_format(path)
-    if format == "imagefolder":
-        if not path.is_dir():
-            raise DatasetError(f"{path}: --format imagefolder needs a folder")
-        examples = load_image_folder(path, max_side=max_side, on_error=on_error)
-    elif format == "manifest":
-        examples = load_manifest(path, label_column=label_column, max_side=max_side, on_error=on_error)
-    elif format == "table":
-        examples = load_table(path, label_column=label_column)
+    if adapter is None:
+        name, target = detect_format(path, adapters)
+        adapter = adapters[name]
     else:
-        examples = load_arrays(path)
-    examples.source = source
+        hit = adapter.detect(path)
+        inside = _single_data_file(path, {adapter.name: adapter}) if hit is None else None
+        target = Path(hit) if hit is not None else (Path(inside[1]) if inside else path)
+    examples = adapter.load(target, settings)
+    if not isinstance(examples, Examples):
+        raise DatasetError(f"{path}: adapter {adapter.name!r} returned {type(examples).__name__}, not curator.Examples")
+    examples.source = path
+    examples.format = adapter.name
     return examples
 
 
-__all__ = ["Examples", "FORMATS", "detect_format", "load_dataset"]
+__all__ = ["DatasetSettings", "Examples", "check_format", "detect_format", "examples_from_table", "load_dataset"]

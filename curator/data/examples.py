@@ -27,6 +27,7 @@ class Examples:
     root:       the folder ``paths`` are relative to
     source:     the path the dataset was read from (a folder, or a manifest, table or .npz file); set
                 by ``load_dataset``
+    format:     the name of the adapter that read it; set by ``load_dataset``
     """
 
     ids: list[str]
@@ -41,6 +42,7 @@ class Examples:
     metadata: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: list[dict] = field(default_factory=list)
     source: Path | None = None
+    format: str | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)

@@ -26,7 +26,6 @@ from .cache import cache_root, cached_array, fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-ON_ERROR = ("skip", "fail")
 DECODER_VERSION = 2          # part of the cache key: bump when decoded pixels change
 LARGE_PIXELS = 4096 * 4096   # above this, decode one image at a time (a full RGBA decode is 64 MB+)
 _ONE_LARGE_DECODE = threading.Lock()

@@ -89,8 +89,17 @@ def _text_column(frame: pd.DataFrame, column: str, manifest: Path) -> list[str]:
 
 def load_manifest(manifest: Path, *, label_column: str = "label", max_side: int = 64,
                   on_error: str = "skip") -> Examples:
-    root = manifest.parent
     frame = read_frame(manifest, ("path", label_column, "id"))
+    return examples_from_table(frame, manifest, label_column=label_column, max_side=max_side, on_error=on_error)
+
+
+def examples_from_table(frame: pd.DataFrame, manifest: Path, *, label_column: str = "label", max_side: int = 64,
+                        on_error: str = "skip") -> Examples:
+    """Image examples from a table with ``path`` (relative to the folder of ``manifest``, the file the
+    table was read from, named in every error) and ``label_column``; optional ``id``, ``group`` and
+    metadata columns. The one way every image-list format becomes :class:`Examples`: decoded once,
+    fingerprinted, unreadable files skipped or fatal by ``on_error``."""
+    root = manifest.parent
     for column in ("path", label_column):
         if column not in frame.columns:
             raise DatasetError(f"{manifest}: missing column {column!r} (columns: {', '.join(map(str, frame.columns))})")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..adapter import DatasetSettings
 from ..atomic import atomic_path, write_json
 from ..engine.inputs import Normalizer
 from ..engine.models import ModelSpec, build_model
@@ -33,7 +34,7 @@ def default_out(name: str, method: str) -> Path:
 
 def retrain(dataset, *, method: str = "mat", run=None, eval=None, val=None, applied_reviews=None,
             out: str | Path | None = None, config: RetrainConfig | None = None, device: str = "auto",
-            loader: dict | None = None, log: Callable[[str], None] | None = None, **options) -> RetrainResult:
+            loader: DatasetSettings | None = None, log: Callable[[str], None] | None = None, **options) -> RetrainResult:
     """Train ``method`` and an ERM baseline with the same budget; write OUT/model.pt, model.json, metrics.json.
 
     ``options`` are :class:`RetrainConfig` fields (``epochs=4, taus=(0.5, 1)``) overriding ``config``.

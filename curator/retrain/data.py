@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..adapter import DatasetSettings
 from ..data import Examples, load_dataset
 from ..errors import ConfigError, DatasetError
 
-def load_set(data, option: str, loader: dict) -> Examples:
+def load_set(data, option: str, loader: DatasetSettings) -> Examples:
     """``data`` (a path in any layout curator reads, or :class:`Examples`) loaded; errors name ``option``."""
     if isinstance(data, Examples):
         return data
     try:
-        return load_dataset(data, **loader)
+        return load_dataset(data, loader)
     except DatasetError as exc:
         raise DatasetError(f"{option}: {exc}") from exc
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..adapter import DatasetSettings
 from ..device import select_device
 from ..engine.inputs import InputBank, Normalizer
 from ..engine.models import ModelSpec, build_model
@@ -51,12 +52,12 @@ class Retrainer:
     """
 
     def __init__(self, dataset, *, run=None, eval=None, val=None, applied_reviews=None,
-                 config: RetrainConfig = RetrainConfig(), device: str = "auto", loader: dict | None = None,
+                 config: RetrainConfig = RetrainConfig(), device: str = "auto", loader: DatasetSettings | None = None,
                  log: Callable[[str], None] | None = None):
         self.config = config
         self.device = select_device(device)
         self.say = log or (lambda msg: None)
-        loader = loader or {}
+        loader = loader or DatasetSettings()
         self.data = load_set(dataset, "DATASET", loader)
         self.classes = self.data.classes
         self.run = Run(run) if run is not None and not isinstance(run, Run) else run

@@ -159,21 +159,24 @@ def attack_copy(model: torch.nn.Module) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last).requires_grad_(False)
 
 
+def check_options(options) -> None:
+    for key, low in (("max_iter", 1), ("candidates", 2), ("batch_size", 1), ("subset", 0)):
+        value = options[key]
+        if key == "subset" and value is None:
+            continue
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise curator.ConfigError(f"[scorers.adversarial_distance] {key} = {value!r}: "
+                                      f"must be an integer >= {low}")
+    overshoot = options["overshoot"]
+    if isinstance(overshoot, bool) or not isinstance(overshoot, (int, float)) or not 0.0 <= overshoot < 1.0:
+        raise curator.ConfigError(f"[scorers.adversarial_distance] overshoot = {overshoot!r}: "
+                                  "must be a number in [0, 1)")
+
+
 def _options(ctx: curator.ScoreContext) -> dict:
     opts = {**DEFAULTS, **dict(ctx.options)}
-    unknown = sorted(set(opts) - set(DEFAULTS))
-    if unknown:
-        raise curator.ConfigError(f"[scorers.adversarial_distance] unknown option {unknown[0]!r} "
-                                  f"(known: {', '.join(DEFAULTS)})")
     if opts["subset"] is None:
         opts["subset"] = 0 if ctx.device.type == "cuda" else CPU_SUBSET
-    for key, low in (("max_iter", 1), ("candidates", 2), ("batch_size", 1), ("subset", 0)):
-        if not isinstance(opts[key], (int, np.integer)) or isinstance(opts[key], bool) or opts[key] < low:
-            raise curator.ConfigError(f"[scorers.adversarial_distance] {key} = {opts[key]!r}: "
-                                      f"must be an integer >= {low}")
-    if not isinstance(opts["overshoot"], (int, float)) or not 0.0 <= opts["overshoot"] < 1.0:
-        raise curator.ConfigError(f"[scorers.adversarial_distance] overshoot = {opts['overshoot']!r}: "
-                                  "must be a number in [0, 1)")
     return opts
 
 
@@ -240,6 +243,7 @@ SCORER = curator.Scorer(
     finish=rank_distances,
     description="rank of the DeepFool L2 distance to the out-of-fold model's decision boundary (small = worse)",
     options=dict(DEFAULTS),
+    check_options=check_options,
 )
 
 

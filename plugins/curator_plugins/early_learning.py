@@ -14,11 +14,17 @@ import numpy as np
 import curator
 
 
+BETA = 0.7
+
+
+def check_options(options) -> None:
+    beta = options["beta"]
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+        raise curator.ConfigError(f"[scorers.early_learning] beta = {beta!r}: must be a number in [0, 1)")
+
+
 def score_early_learning(ctx: curator.ScoreContext) -> dict[str, np.ndarray]:
-    beta = float(ctx.options.get("beta", 0.7))
-    if not 0.0 <= beta < 1.0:
-        raise curator.ConfigError(f"[scorers.early_learning] beta = {beta}: must be in [0, 1)")
-    target = ctx.dynamics.ema_probs(beta)                      # (N, C)
+    target = ctx.dynamics.ema_probs(float(ctx.options.get("beta", BETA)))   # (N, C)
     rows = np.arange(ctx.n_examples)
     return {"early_learning": 1.0 - target[rows, ctx.labels],
             "early_learning_disagrees": (target.argmax(axis=1) != ctx.labels).astype(np.float32)}
@@ -32,4 +38,6 @@ def register_scorers(register):
         requires=("dynamics",),
         score=score_early_learning,
         description="1 - EMA target probability of the given label over training (ELR early learning)",
+        options={"beta": BETA},
+        check_options=check_options,
     ))

@@ -60,6 +60,10 @@ def _option_exact_max(options) -> int:
     return int(exact_max)
 
 
+def check_options(options) -> None:
+    _option_k(options), _option_bandwidth(options), _option_exact_max(options)
+
+
 def score_kernel_density(ctx: curator.ScoreContext) -> dict[str, np.ndarray]:
     k = _option_k(ctx.options)
     bandwidth = _option_bandwidth(ctx.options)
@@ -87,4 +91,5 @@ def register_scorers(register):
         score=score_kernel_density,
         description="minus Gaussian kernel density among kNN of out-of-fold embeddings; plus a label-aware column",
         options={"k": 20, "bandwidth": "auto", "exact_max": 200_000},
+        check_options=check_options,
     ))

@@ -72,15 +72,22 @@ def full_sq_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chun
     return torch.cat([per_example(x[s:s + chunk], y[s:s + chunk]) for s in range(0, len(x), chunk)])
 
 
-def self_influence_rows(ctx: curator.ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The self-influence of examples ``rows`` (R,): each row needs only its own gradients."""
-    mode = ctx.options.get("mode", "last_layer")
-    if mode not in MODES:
-        raise curator.ConfigError(f"[scorers.self_influence] mode = {mode!r}: expected one of "
+OPTIONS = {"mode": "last_layer", "batch_size": 2048}
+
+
+def check_options(options) -> None:
+    if options["mode"] not in MODES:
+        raise curator.ConfigError(f"[scorers.self_influence] mode = {options['mode']!r}: expected one of "
                                   f"{', '.join(repr(m) for m in MODES)}")
-    batch_size = ctx.options.get("batch_size", 2048)
+    batch_size = options["batch_size"]
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise curator.ConfigError(f"[scorers.self_influence] batch_size = {batch_size!r}: must be a positive integer")
+
+
+def self_influence_rows(ctx: curator.ScoreContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The self-influence of examples ``rows`` (R,): each row needs only its own gradients."""
+    options = {**OPTIONS, **ctx.options}
+    mode, batch_size = options["mode"], options["batch_size"]
     sq_norms = last_layer_sq_norms if mode == "last_layer" else full_sq_norms
 
     rows = np.asarray(rows, dtype=np.int64)
@@ -105,6 +112,8 @@ SCORER = curator.Scorer(
     requires=("checkpoints", "model", "inputs"),
     score_rows=self_influence_rows,
     description="TracIn-CP self-influence: sum over checkpoints of lr * ||loss gradient||^2 (last layer or all)",
+    options=OPTIONS,
+    check_options=check_options,
 )
 
 

@@ -1,0 +1,178 @@
+"""Settings of ``curator score``: one frozen dataclass per concern, built once from the defaults, then
+``curator.toml``, then the caller's arguments, and validated before anything is read or trained.
+
+    [score]                 # any option of `curator score`: folds, epochs, device, scorers, format, ...
+    epochs = 6
+    [train]                 # every proxy-training setting (curator.engine.config.TrainConfig)
+    weight_decay = 5e-4
+    [flags]                 # flag thresholds (curator.flags.FlagConfig)
+    max_flag_rate = 0.3
+    [scorers.early_learning]
+    beta = 0.8              # checked against the options the scorer declares, once plugins are loaded
+
+An unknown section, key, argument or scorer option is an error naming it and the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .adapter import DatasetSettings
+from .engine.config import TrainConfig
+from .errors import ConfigError
+from .flags import FlagConfig
+
+SECTIONS = ("score", "train", "flags", "scorers")
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """Which scorers run, where, and how failures are treated.
+
+    scorers:        scorer names, or None for every installed scorer
+    device:         ``auto``, ``cpu``, ``cuda`` or ``mps``
+    backend:        ``local`` or ``ray``; address: the Ray cluster (ray only)
+    threads:        torch's CPU threads in this process, None for torch's default (one per core)
+    scorer_timeout: seconds after which a scorer still running is left out, None for no limit
+    strict:         a failing scorer or a skipped plugin stops the run instead of being recorded
+    """
+
+    scorers: tuple[str, ...] | None = None
+    device: str = "auto"
+    backend: str = "local"
+    address: str | None = None
+    threads: int | None = None
+    scorer_timeout: float | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scorers, str):
+            names = tuple(n.strip() for n in self.scorers.split(",") if n.strip())
+            object.__setattr__(self, "scorers", None if names in ((), ("all",)) else names)
+        elif self.scorers is not None:
+            object.__setattr__(self, "scorers", tuple(self.scorers))
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"--device {self.device!r}: expected auto, cpu, cuda or mps")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads}: must be a whole number of at least 1")
+        if self.scorer_timeout is not None and self.scorer_timeout <= 0:
+            raise ConfigError(f"--scorer-timeout {self.scorer_timeout}: must be positive")
+
+
+# Flat names (the options of `curator score`, and the keys of [score]) -> the section they belong to.
+_FLAT = {**{f.name: "dataset" for f in fields(DatasetSettings)},
+         **{f.name: "score" for f in fields(ScoreSettings)},
+         **{name: "train" for name in ("folds", "epochs", "seed", "loss")},
+         "max_flag_rate": "flags"}
+_CLASSES = {"dataset": DatasetSettings, "score": ScoreSettings, "train": TrainConfig, "flags": FlagConfig}
+
+
+def nearest(name: str, known) -> str:
+    """``; did you mean 'x'?`` for the closest of ``known``, or an empty string."""
+    near = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def _check_type(cls, key: str, value: Any, where: str) -> Any:
+    """``value`` for field ``key`` of ``cls``, checked against its annotation (ints are accepted as
+    floats); a wrong type is an error naming ``where``."""
+    hint = typing.get_type_hints(cls)[key]
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return value
+    for kind in allowed:
+        base = typing.get_origin(kind) or kind
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base is tuple and isinstance(value, (list, tuple, str)):
+            return value
+        if base in (str, bool) and isinstance(value, base):
+            return value
+    expected = " or ".join(getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed)
+    raise ConfigError(f"{where} = {value!r}: expected {expected}")
+
+
+def _fields_of(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``curator score`` is told, validated: build it with :meth:`build`.
+
+    scorer_options: ``[scorers.<name>]`` tables as given; checked against each scorer's declared
+    options by :func:`curator.scoring.check_scorer_options` once the plugins are loaded.
+    """
+
+    dataset: DatasetSettings = field(default_factory=DatasetSettings)
+    score: ScoreSettings = field(default_factory=ScoreSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    flags: FlagConfig = field(default_factory=FlagConfig)
+    scorer_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    config_file: str | None = None
+
+    @classmethod
+    def build(cls, config: str | Path | None = None, **arguments: Any) -> "Settings":
+        """Defaults, overlaid by the ``curator.toml`` at ``config``, overlaid by ``arguments`` (the
+        flat option names of ``curator score``; None means "not given")."""
+        values: dict[str, dict[str, Any]] = {section: {} for section in _CLASSES}
+        file = read_config(config)
+        where = f"in {config}"
+        for key, value in file.get("score", {}).items():
+            if key not in _FLAT:
+                raise ConfigError(f"unknown key {key!r} in [score] {where}{nearest(key, _FLAT)}")
+            values[_FLAT[key]][key] = _check_type(_CLASSES[_FLAT[key]], key, value, f"[score] {key}")
+        for section in ("train", "flags"):
+            known = _fields_of(_CLASSES[section])
+            for key, value in file.get(section, {}).items():
+                if key not in known:
+                    raise ConfigError(f"unknown key {key!r} in [{section}] {where}{nearest(key, known)}")
+                values[section][key] = _check_type(_CLASSES[section], key, value, f"[{section}] {key}")
+        scorer_options = file.get("scorers", {})
+        for name, table in scorer_options.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"[scorers] {name} = {table!r} {where}: expected a table [scorers.{name}]")
+        from_file = cls(**{section: _CLASSES[section](**values[section]) for section in _CLASSES},
+                        scorer_options={k: dict(v) for k, v in scorer_options.items()},
+                        config_file=str(config) if config is not None else None)
+        return from_file.with_arguments(**arguments)
+
+    def with_arguments(self, **arguments: Any) -> "Settings":
+        """A copy with flat ``arguments`` overriding (None means "not given")."""
+        changed: dict[str, dict[str, Any]] = {}
+        for key, value in arguments.items():
+            if key not in _FLAT:
+                raise ConfigError(f"unknown argument {key!r}{nearest(key, _FLAT)}")
+            if value is not None:
+                section = _FLAT[key]
+                changed.setdefault(section, {})[key] = _check_type(_CLASSES[section], key, value,
+                                                                   f"--{key.replace('_', '-')}")
+        return replace(self, **{s: replace(getattr(self, s), **kw) for s, kw in changed.items()})
+
+
+def read_config(path: str | Path | None) -> dict:
+    """The tables of ``curator.toml`` at ``path`` ({} for None); an unknown section is an error."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from exc
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"--config {path}: unknown section [{section}]{nearest(section, SECTIONS)} "
+                              f"(sections: {', '.join(SECTIONS)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"--config {path}: {section} = {table!r} is not a section [{section}]")
+    return data
