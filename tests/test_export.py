@@ -180,6 +180,13 @@ def test_labelstudio_predictions_match_the_labelling_config(hostile_run, tmp_pat
         assert region["value"]["choices"][0] in hostile_run.classes
 
 
+def test_labelstudio_config_has_no_xml_declaration_which_label_studio_rejects(noisy_digits_run, tmp_path):
+    _labelstudio(noisy_digits_run, tmp_path)
+    assert (tmp_path / "tasks.config.xml").read_bytes().startswith(b"<View>")   # a declaration: HTTP 500
+    cvat = export(noisy_digits_run, "cvat", out=tmp_path / "cvat.xml")[0]
+    assert cvat.read_bytes().startswith(b"<?xml version='1.0' encoding='utf-8'?>")   # CVAT's keeps it
+
+
 def test_labelstudio_keeps_hostile_names_intact_and_urls_encoded(hostile_run, tmp_path):
     tasks, _ = _labelstudio(hostile_run, tmp_path)
     jsonschema.validate(tasks, LABEL_STUDIO_TASKS)

@@ -68,7 +68,8 @@ def labelling_config(classes: list[str]) -> str:
     sub(view, "Header", value="Or take the example out of the dataset")
     decision = sub(view, "Choices", name=DECISION, toName=IMAGE, choice="single")
     sub(decision, "Choice", value=REMOVE)
-    return to_bytes(view).decode("utf-8")
+    # No XML declaration: Label Studio (1.23.2) answers HTTP 500 to a config that has one.
+    return to_bytes(view, declaration=False).decode("utf-8")
 
 
 def tasks(run: Run, issue: str = "all", image_root: str | None = None) -> list[dict]:

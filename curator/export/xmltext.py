@@ -23,7 +23,8 @@ def sub(parent: ET.Element, tag: str, text: object = None, **attrib: object) -> 
     return element
 
 
-def to_bytes(root: ET.Element) -> bytes:
-    """UTF-8 document with an XML declaration, indented for people who open it."""
+def to_bytes(root: ET.Element, declaration: bool = True) -> bytes:
+    """UTF-8 document, indented for people who open it; with an XML declaration unless
+    ``declaration`` is false (Label Studio's config parser rejects one: HTTP 500)."""
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    return ET.tostring(root, encoding="utf-8", xml_declaration=declaration) + b"\n"
