@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import curator  # noqa: E402
 from datasets import digits_images, flip_labels, photo_patches, write_image_folder  # noqa: E402
+from services import label_studio  # noqa: E402,F401  (a real Label Studio, session-scoped)
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
