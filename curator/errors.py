@@ -1,5 +1,16 @@
 """Errors a user can cause. Each carries a one-line message naming the file, column or option."""
 
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+def nearest(name: str, known: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``known`` to a mistyped ``name``, or an empty string."""
+    near = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
 
 class CuratorError(Exception):
     """Base class: the CLI prints the message on one line and exits non-zero."""

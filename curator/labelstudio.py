@@ -36,7 +36,7 @@ from .atomic import write_text
 from .errors import ConfigError, CuratorError
 from .export.images import ExampleImages
 from .export.labelstudio import labelling_config, tasks
-from .export.queue import check_issue
+from .export.queue import check_issue, flagged_examples
 from .store import Run
 
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
@@ -242,7 +242,7 @@ def push(run: Run | str | Path, url: str, project: str | int | None = None, issu
         raise ConfigError(f"curator push: run {run.path} is over a {images.kind} dataset without images; "
                           "use `curator export --to csv`")
     dataset = images.root
-    new_tasks = tasks(run, issue, _image_root(dataset, document_root))
+    new_tasks = tasks(run, flagged_examples(run, issue), _image_root(dataset, document_root))
 
     found = _find_project(ls, project, run)
     created = found is None

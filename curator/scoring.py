@@ -24,11 +24,11 @@ from .context import Dynamics, ScoreContext
 from .data import Examples, check_format, load_dataset
 from .device import select_device
 from .engine.training import train_cross_fitted
-from .errors import ConfigError, CuratorError, PluginError
+from .errors import ConfigError, CuratorError, PluginError, nearest
 from .flags import flag
 from .plugins import PluginRegistry, Registered, load_plugins
 from .progress import progress_bar
-from .settings import Settings, nearest
+from .settings import Settings
 
 
 def select_scorers(registry: PluginRegistry, names: Sequence[str] | None) -> list[Registered]:

@@ -15,7 +15,6 @@ An unknown section, key, argument or scorer option is an error naming it and the
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 import types
 import typing
@@ -25,7 +24,7 @@ from typing import Any, Mapping
 
 from .adapter import DatasetSettings
 from .engine.config import TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, nearest
 from .flags import FlagConfig
 
 SECTIONS = ("score", "train", "flags", "scorers")
@@ -71,12 +70,6 @@ _FLAT = {**{f.name: "dataset" for f in fields(DatasetSettings)},
          **{name: "train" for name in ("folds", "epochs", "seed", "loss")},
          "max_flag_rate": "flags"}
 _CLASSES = {"dataset": DatasetSettings, "score": ScoreSettings, "train": TrainConfig, "flags": FlagConfig}
-
-
-def nearest(name: str, known) -> str:
-    """``; did you mean 'x'?`` for the closest of ``known``, or an empty string."""
-    near = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def _check_type(cls, key: str, value: Any, where: str) -> Any:

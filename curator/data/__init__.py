@@ -4,12 +4,11 @@ table, arrays), and :func:`load_dataset` picks one."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Mapping
 
 from ..adapter import Adapter, DatasetSettings
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, nearest
 from .examples import Examples
 from .manifest import examples_from_table
 
@@ -63,10 +62,8 @@ def check_format(name: str, adapters: Mapping[str, Adapter]) -> Adapter | None:
     if name == "auto":
         return None
     if name not in adapters:
-        near = difflib.get_close_matches(name, list(adapters), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(f"--format {name!r}: no such dataset format (formats: auto, "
-                          f"{', '.join(sorted(adapters))}){hint}")
+                          f"{', '.join(sorted(adapters))}){nearest(name, adapters)}")
     return adapters[name]
 
 

@@ -1,4 +1,6 @@
-"""Exporters: a run's flagged examples in the formats labelling teams import. One module per format.
+"""Exporters: a run's flagged examples in the formats labelling teams import. Each format is a
+:class:`curator.Exporter` registered through the ``register_exporters`` hook (the built-ins in
+:mod:`curator.export.builtin`: Label Studio, CVAT, CSV), and :func:`export` runs one.
 
     from curator.export import export
     export(run, "labelstudio")          # RUN/labelstudio.json + RUN/labelstudio.config.xml
@@ -7,45 +9,52 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, nearest
+from ..exporter import Exporter
 from ..store import Run
-from .csvfile import export_csv
-from .cvat import export_cvat
-from .labelstudio import export_labelstudio
 from .queue import ISSUE_CHOICES, check_issue, flagged_examples
 
-FORMATS = ("labelstudio", "cvat", "csv")
-DEFAULT_NAMES = {"labelstudio": "labelstudio.json", "cvat": "cvat.xml", "csv": "review.csv"}
+
+def installed_exporters() -> dict[str, Exporter]:
+    from ..plugins import load_plugins
+
+    return load_plugins().records("exporters")
 
 
-def default_out(run: Run, to: str, issue: str = "all") -> Path:
-    """RUN/labelstudio.json, RUN/cvat.xml or RUN/review.csv; ``-<issue>`` before the suffix when
-    only one issue is exported (RUN/cvat-outlier.xml)."""
-    name = Path(DEFAULT_NAMES[to])
-    return run.path / (name.name if issue == "all" else f"{name.stem}-{issue}{name.suffix}")
+def exporter_options(exporter: Exporter, given: Mapping[str, object]) -> dict[str, object]:
+    """The exporter's declared options overlaid by ``given``; an undeclared key is an error naming it."""
+    for key in given:
+        if key not in exporter.options:
+            known = ", ".join(exporter.options) or "none"
+            raise ConfigError(f"--option {key}: --to {exporter.name} has no option {key!r}"
+                              f"{nearest(key, exporter.options)} (options: {known})")
+    return {**exporter.options, **given}
 
 
-def export(run: Run | str | Path, to: str, out: str | Path | None = None, issue: str = "all",
-           image_root: str | None = None, dataset_root: str | Path | None = None) -> list[Path]:
-    """Write the flagged examples of ``run`` for a labelling tool; returns the files written.
+def export(run: Run | str | Path, to: str, out: str | Path | None = None, issue: str = "all", *,
+           options: Mapping[str, object] | None = None, dataset_root: str | Path | None = None,
+           exporters: Mapping[str, Exporter] | None = None) -> list[Path]:
+    """Write the flagged examples of ``run`` with the exporter called ``to``; returns the files written.
 
-    to: ``labelstudio`` (tasks JSON + labelling config XML beside it), ``cvat`` (CVAT for images 1.1
-    XML) or ``csv``. issue: ``mislabeled``, ``outlier``, ``spurious`` or ``all``. image_root: how
-    Label Studio reaches the images (see ``curator.export.labelstudio``); other formats ignore it.
-    dataset_root: the dataset's folder when it moved after the run (see :class:`Run`).
+    to: an installed exporter (``labelstudio``, ``cvat``, ``csv``, or a plugin's). issue:
+    ``mislabeled``, ``outlier``, ``spurious`` or ``all``. options: the exporter's options
+    (``{"image_root": ...}`` for Label Studio, see ``curator.export.labelstudio``). dataset_root: the
+    dataset's folder when it moved after the run (see :class:`Run`). exporters: name -> Exporter
+    (default: every installed one).
     """
-    run = run if isinstance(run, Run) else Run(run, dataset_root)
-    if to not in FORMATS:
-        raise ConfigError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    exporters = exporters if exporters is not None else installed_exporters()
+    if to not in exporters:
+        raise ConfigError(f"--to {to!r}: no such exporter{nearest(to, exporters)} "
+                          f"(exporters: {', '.join(sorted(exporters))})")
+    exporter = exporters[to]
+    merged = exporter_options(exporter, dict(options or {}))
     check_issue(issue)
-    out = Path(out) if out is not None else default_out(run, to, issue)
-    if to == "labelstudio":
-        return export_labelstudio(run, out, issue, image_root)
-    if to == "cvat":
-        return export_cvat(run, out, issue)
-    return export_csv(run, out, issue)
+    run = run if isinstance(run, Run) else Run(run, dataset_root)
+    out = Path(out) if out is not None else exporter.default_out(run.path, issue)
+    written = exporter.write(run, flagged_examples(run, issue), out, merged)
+    return [Path(p) for p in written]
 
 
-__all__ = ["FORMATS", "ISSUE_CHOICES", "default_out", "export", "export_csv", "export_cvat", "export_labelstudio",
-           "flagged_examples"]
+__all__ = ["ISSUE_CHOICES", "export", "exporter_options", "flagged_examples", "installed_exporters"]

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
 
 from ..atomic import atomic_path
 from ..store import Run
-from .queue import flagged_examples
 
 COLUMNS = ("id", "path", "given_label", "suggested_label", "issue", "issues", "score", "reasons", "decision", "label")
 ENCODING = "utf-8-sig"
@@ -33,8 +35,8 @@ def restore(text: str) -> str:
     return text[1:] if text.startswith("'") and _FORMULA.match(text[1:]) else text
 
 
-def review_table(run: Run, issue: str = "all"):
-    rows = flagged_examples(run, issue)
+def review_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The spreadsheet for ``rows``, the flagged examples of a run (most urgent first)."""
     table = rows.rename(columns={"label": "given_label"}).assign(
         path=rows["path"].fillna(""), score=rows["score"].astype(float).round(4), decision="",
         label=rows["suggested_label"])
@@ -44,8 +46,8 @@ def review_table(run: Run, issue: str = "all"):
     return table
 
 
-def export_csv(run: Run, out: Path, issue: str = "all") -> list[Path]:
+def export_csv(run: Run, rows: pd.DataFrame, out: Path, options: Mapping[str, object]) -> list[Path]:
     out = Path(out)
     with atomic_path(out) as tmp:
-        review_table(run, issue).to_csv(tmp, index=False, encoding=ENCODING)
+        review_table(rows).to_csv(tmp, index=False, encoding=ENCODING)
     return [out]

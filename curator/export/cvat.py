@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
 
 from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..store import Run
 from .images import ExampleImages
-from .queue import ISSUES, flagged_examples
+from .queue import ISSUES
 from .xmltext import sub, to_bytes
 
 # Tableau-like palette: distinct, readable colours for the label list, assigned in class order.
@@ -42,12 +45,11 @@ def _label_meta(labels: ET.Element, name: str, colour: str) -> None:
         sub(a, "values", values)
 
 
-def annotations(run: Run, issue: str = "all") -> ET.Element:
-    """The ``<annotations>`` tree for the flagged examples of ``run``, worst first."""
+def annotations(run: Run, rows: pd.DataFrame) -> ET.Element:
+    """The ``<annotations>`` tree for ``rows``, the flagged examples of ``run`` (most urgent first)."""
     images = ExampleImages(run)
     if not images.has_images:
         raise ConfigError(f"--to cvat: run {run.path} is over a {images.kind} dataset without images; use --to csv")
-    rows = flagged_examples(run, issue)
     images.require(rows["id"])
     fallback = run.manifest.get("dataset", {}).get("input_shape", [1, 0, 0])  # (C, H, W) of the cache
 
@@ -78,8 +80,8 @@ def annotations(run: Run, issue: str = "all") -> ET.Element:
     return root
 
 
-def export_cvat(run: Run, out: Path, issue: str = "all") -> list[Path]:
+def export_cvat(run: Run, rows: pd.DataFrame, out: Path, options: Mapping[str, object]) -> list[Path]:
     out = Path(out)
     with atomic_path(out) as tmp:
-        tmp.write_bytes(to_bytes(annotations(run, issue)))
+        tmp.write_bytes(to_bytes(annotations(run, rows)))
     return [out]

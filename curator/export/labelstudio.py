@@ -26,14 +26,16 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Mapping
 from urllib.parse import quote
+
+import pandas as pd
 
 from .. import __version__
 from ..atomic import write_text
 from ..errors import ConfigError
 from ..store import Run
 from .images import ExampleImages, png_data_uri
-from .queue import flagged_examples
 from .xmltext import sub, to_bytes
 
 # Names in the labelling config; the tasks' predictions and ``curator apply`` use the same ones.
@@ -72,15 +74,15 @@ def labelling_config(classes: list[str]) -> str:
     return to_bytes(view, declaration=False).decode("utf-8")
 
 
-def tasks(run: Run, issue: str = "all", image_root: str | None = None) -> list[dict]:
-    """One Label Studio import task per flagged example, worst first."""
+def tasks(run: Run, rows: pd.DataFrame, image_root: str | None = None) -> list[dict]:
+    """One Label Studio import task per row of ``rows`` (flagged examples of ``run``, as
+    :func:`curator.export.queue.flagged_examples` gives them), in their order."""
     images = ExampleImages(run)
     if not images.has_images:
         raise ConfigError(f"--to labelstudio: run {run.path} is over a {images.kind} dataset without images; "
                           "use --to csv")
     dataset_name = images.root.name
     model_version = f"curator {run.manifest.get('curator_version', __version__)} {run.path.name}"
-    rows = flagged_examples(run, issue)
     images.require(rows["id"])
     out = []
     for n, row in enumerate(rows.itertuples(index=False)):
@@ -106,10 +108,11 @@ def tasks(run: Run, issue: str = "all", image_root: str | None = None) -> list[d
     return out
 
 
-def export_labelstudio(run: Run, out: Path, issue: str = "all", image_root: str | None = None) -> list[Path]:
-    """Write ``out`` (tasks JSON) and ``out`` with suffix ``.config.xml`` beside it; returns both paths."""
+def export_labelstudio(run: Run, rows: pd.DataFrame, out: Path, options: Mapping[str, object]) -> list[Path]:
+    """Write ``out`` (tasks JSON) and ``out`` with suffix ``.config.xml`` beside it; returns both paths.
+    ``options["image_root"]``: how Label Studio reaches the images (see the module doc)."""
     out = Path(out)
     config = out.with_name(out.stem + ".config.xml")
-    write_text(out, json.dumps(tasks(run, issue, image_root), ensure_ascii=False, indent=1) + "\n")
+    write_text(out, json.dumps(tasks(run, rows, options.get("image_root")), ensure_ascii=False, indent=1) + "\n")
     write_text(config, labelling_config(run.classes))
     return [out, config]

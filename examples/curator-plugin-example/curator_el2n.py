@@ -24,11 +24,15 @@ def el2n(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.linalg.norm(p, axis=2).mean(axis=0).astype(np.float32)
 
 
-def score_el2n(ctx: curator.ScoreContext) -> np.ndarray:
-    fraction = ctx.options["early_fraction"]
+def check_options(options) -> None:
+    """Called by curator before any training, so a bad value costs nothing."""
+    fraction = options["early_fraction"]
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise curator.ConfigError(f"[scorers.el2n] early_fraction = {fraction!r}: must be a number in (0, 1]")
-    n_early = math.ceil(fraction * ctx.dynamics.n_epochs)
+
+
+def score_el2n(ctx: curator.ScoreContext) -> np.ndarray:
+    n_early = math.ceil(ctx.options["early_fraction"] * ctx.dynamics.n_epochs)
     return el2n(ctx.dynamics.logits[:n_early], ctx.labels)
 
 
@@ -41,4 +45,5 @@ def register_scorers(register):
         score=score_el2n,
         description="EL2N (Paul et al. 2021): ||softmax - one-hot label||, mean over the early epochs",
         options={"early_fraction": 0.5},
+        check_options=check_options,
     ))
