@@ -8,6 +8,7 @@ import resource
 import sys
 import time
 import traceback
+import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__, store
+from . import __version__, history, store
 from .atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
 from .backends import Backend, get_backend
 from .context import Dynamics, ScoreContext
@@ -139,8 +140,8 @@ def _save_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
 
 
 def score(dataset: str | Path | Examples, *, out: str | Path | None = None, config: str | Path | None = None,
-          settings: Settings | None = None, resume: bool = False, plugins: Iterable[object] = (),
-          progress: bool = True, log=None, **arguments) -> store.Run:
+          settings: Settings | None = None, resume: bool = False, previous: str | Path | None = None,
+          plugins: Iterable[object] = (), progress: bool = True, log=None, **arguments) -> store.Run:
     """Score every example of ``dataset`` and write a run directory; returns the finished :class:`Run`.
 
     ``arguments`` are the options of ``curator score`` by their flat names (``epochs=3``,
@@ -156,7 +157,10 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
     ``backend`` says where the fold proxies train and the shardable scorers run: ``"local"``
     (default, all in this process) or ``"ray"`` (one Ray task per fold and shards of rows as Ray
     tasks, on the cluster at ``address`` or a Ray instance started on this machine); every write
-    stays in this process.
+    stays in this process. ``previous``: the run before this one over the same (grown) dataset
+    (``--previous``): scores.parquet gains is_new, previously_flagged, reviewed and review_decision,
+    the reviews the team made are carried into ``reviews.csv``, and reviewed examples stay out of the
+    queue (see :mod:`curator.history`).
     """
     say = log or (lambda msg: None)
     if settings is not None and config is not None:
@@ -169,10 +173,14 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
     check_format(settings.dataset.format, adapters)
     device_t = select_device(settings.score.device)
     fold_backend = get_backend(settings.score.backend, settings.score.address)
+    before = history.open_previous(previous) if previous is not None else None
 
     t0 = time.perf_counter()
     examples = dataset if isinstance(dataset, Examples) else load_dataset(dataset, settings.dataset, adapters=adapters)
     load_stage = _done(t0)
+    if before is not None and not examples.stable_ids:
+        raise ConfigError(f"--previous: {examples.source or examples.root} has no ids (an .npz without an 'ids' "
+                          "array is numbered by row, which changes when rows are added); add an 'ids' array")
     say(f"{len(examples)} examples, {examples.n_classes} classes, inputs {tuple(examples.inputs.shape[1:])}, device {device_t}")
 
     out = Path(out) if out is not None else default_out(examples.name)
@@ -190,7 +198,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
         fold_backend.start(device_t)
         try:
             _score_into(staging, examples, selected, scorer_options, settings, device_t, registry, progress, say,
-                        fold_backend)
+                        fold_backend, before)
         finally:
             fold_backend.stop()
             torch.set_num_threads(default_threads)
@@ -206,7 +214,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
 
 def _score_into(staging: store.Staging, examples: Examples, selected: list[Registered],
                 scorer_options: dict[str, dict], settings: Settings, device_t: torch.device,
-                registry: PluginRegistry, progress: bool, say, backend: Backend) -> None:
+                registry: PluginRegistry, progress: bool, say, backend: Backend, before: store.Run | None) -> None:
     """The stages after loading, each recorded in the partial manifest as it finishes.
     ``scorer_options``: each selected scorer's checked options (:func:`check_scorer_options`)."""
     root = staging.path
@@ -268,6 +276,14 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         "label": [examples.classes[j] for j in examples.labels], "fold": trained.folds.astype(np.int16)})
     scores = pd.concat([scores, pd.DataFrame(columns), flags.table], axis=1)
     queue = store.review_queue(scores)
+    linked = None
+    if before is not None:
+        linked = history.link_previous(scores, before)
+        scores = pd.concat([scores, linked.columns], axis=1)
+        flagged_ids = queue["id"].nunique()
+        queue = history.unreviewed_queue(queue, scores, settings.score.review_again_above)
+        linked.counts["kept_out_of_queue"] = int(flagged_ids - queue["id"].nunique())
+        write_csv(root / "reviews.csv", linked.reviews)
     write_parquet(root / "scores.parquet", scores)
     write_npy(root / "oof_probs.npy", oof_probs)
     write_json(root / "classes.json", examples.classes)
@@ -276,6 +292,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     oof_acc = float((oof_probs.argmax(1) == examples.labels).mean())
     write_json(root / "manifest.json", {
         "status": "complete",
+        "run_id": uuid.uuid4().hex,
         "run_key": staging.key,    # what `--resume` compares: same dataset fingerprint and training settings
         "curator_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -290,6 +307,8 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                    "scorers": [e.record.name for e in selected], "scorer_options": settings.scorer_options,
                    "scorer_timeout": scorer_timeout, "config_file": settings.config_file,
                    "backend": backend.describe(), "threads": torch.get_num_threads()},
+        "previous": None if before is None else {
+            "path": str(before.path.resolve()), "run_id": before.manifest.get("run_id"), **linked.counts},
         "seed": trained.config.seed,
         "resumed": staging.resumed,
         "device": {"type": device_t.type, "name": torch.cuda.get_device_name(device_t) if device_t.type == "cuda"

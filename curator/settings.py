@@ -40,6 +40,8 @@ class ScoreSettings:
     threads:        torch's CPU threads in this process, None for torch's default (one per core)
     scorer_timeout: seconds after which a scorer still running is left out, None for no limit
     strict:         a failing scorer or a skipped plugin stops the run instead of being recorded
+    review_again_above: with ``--previous``, an example the team already reviewed comes back into the
+                    queue when its queue score reaches this (0..1); None: never asked again
     """
 
     scorers: tuple[str, ...] | None = None
@@ -49,6 +51,7 @@ class ScoreSettings:
     threads: int | None = None
     scorer_timeout: float | None = None
     strict: bool = False
+    review_again_above: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.scorers, str):
@@ -62,6 +65,8 @@ class ScoreSettings:
             raise ConfigError(f"--threads {self.threads}: must be a whole number of at least 1")
         if self.scorer_timeout is not None and self.scorer_timeout <= 0:
             raise ConfigError(f"--scorer-timeout {self.scorer_timeout}: must be positive")
+        if self.review_again_above is not None and not 0.0 <= self.review_again_above <= 1.0:
+            raise ConfigError(f"--review-again-above {self.review_again_above}: must be in [0, 1]")
 
 
 # Flat names (the options of `curator score`, and the keys of [score]) -> the section they belong to.

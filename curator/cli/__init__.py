@@ -37,6 +37,7 @@ from .score import score  # noqa: E402
 from .export import export  # noqa: E402
 from .report import report  # noqa: E402
 from .apply import apply  # noqa: E402
+from .diff import diff  # noqa: E402
 from .push import push  # noqa: E402
 from .pull import pull  # noqa: E402
 from .retrain import retrain  # noqa: E402
@@ -46,6 +47,7 @@ main.add_command(plugins)
 main.add_command(export)
 main.add_command(report)
 main.add_command(apply)
+main.add_command(diff)
 main.add_command(push)
 main.add_command(pull)
 main.add_command(retrain)

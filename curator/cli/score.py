@@ -29,7 +29,15 @@ import click
 @click.option("--strict", is_flag=True, default=None,
               help="A failing scorer or a plugin that cannot load stops the run instead of being left out.")
 @click.option("--scorer-timeout", type=float, help="Leave out a scorer still running after this many seconds.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out (redo unfinished stages only).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out (redo unfinished stages "
+                                             "only); on a finished run, say so and exit 0.")
+@click.option("--previous", type=click.Path(path_type=Path), metavar="PREV_RUN",
+              help="The run before this one (a nightly job's last finished run): adds is_new, previously_flagged, "
+                   "reviewed, review_decision to scores.parquet, carries the team's reviews into RUN/reviews.csv "
+                   "and keeps reviewed examples out of the queue.")
+@click.option("--review-again-above", type=float, metavar="SCORE",
+              help="With --previous: a reviewed example comes back into the queue when its score reaches SCORE "
+                   "(0..1) [never].")
 @click.option("--backend", type=click.Choice(["local", "ray"]),
               help="Where the fold proxies train and the shardable scorers run: this process, or Ray tasks "
                    "(one per fold, one per shard of rows) [local].")
@@ -39,7 +47,8 @@ import click
                                          "other jobs share the cores.")
 @click.option("--quiet", is_flag=True, help="No progress messages or summary; print only the run path.")
 def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label_column, image_size, on_error,
-          loss, max_flag_rate, strict, scorer_timeout, resume, backend, address, threads, quiet):
+          loss, max_flag_rate, strict, scorer_timeout, resume, previous, review_again_above, backend, address,
+          threads, quiet):
     """Score every example of DATASET and write a run directory.
 
     DATASET is an image folder (DATASET/<class>/<image>), a folder with manifest.csv|parquet
@@ -53,11 +62,11 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
     from ..summary import summarize
 
     log = None if quiet else (lambda msg: click.echo(msg, err=True))
-    run = run_score(dataset, out=out, config=config, resume=resume, progress=not quiet, log=log,
+    run = run_score(dataset, out=out, config=config, resume=resume, previous=previous, progress=not quiet, log=log,
                     scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed, format=fmt,
                     label_column=label_column, image_size=image_size, on_error=on_error, loss=loss,
                     max_flag_rate=max_flag_rate, strict=strict, scorer_timeout=scorer_timeout, backend=backend,
-                    address=address, threads=threads)
+                    address=address, threads=threads, review_again_above=review_again_above)
     if not quiet:
         click.echo(summarize(run))
         click.echo()

@@ -90,4 +90,5 @@ def load_arrays(path: Path) -> Examples:
             raise DatasetError(f"{path}: array 'X' has NaN or inf values")
         inputs, kind = vectors, "vector"
     return Examples(ids=ids, paths=[None] * len(ids), labels=labels, classes=classes, inputs=inputs,
-                    kind=kind, name=path.stem, root=path.parent, fingerprint=fingerprint([key, labels, classes, ids]))
+                    kind=kind, name=path.stem, root=path.parent, fingerprint=fingerprint([key, labels, classes, ids]),
+                    stable_ids="ids" in data)

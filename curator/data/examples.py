@@ -28,6 +28,8 @@ class Examples:
     source:     the path the dataset was read from (a folder, or a manifest, table or .npz file); set
                 by ``load_dataset``
     format:     the name of the adapter that read it; set by ``load_dataset``
+    stable_ids: False when the ids are row numbers (an .npz without ``ids``), which change when rows
+                are added: such a dataset cannot be linked to a previous run
     """
 
     ids: list[str]
@@ -43,6 +45,7 @@ class Examples:
     skipped: list[dict] = field(default_factory=list)
     source: Path | None = None
     format: str | None = None
+    stable_ids: bool = True
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)

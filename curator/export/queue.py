@@ -26,9 +26,11 @@ def flagged_examples(run: Run, issue: str = "all") -> pd.DataFrame:
     examples flagged for that issue.
     """
     check_issue(issue)
-    # Recomputed from scores.parquet rather than read from review_queue.csv: the CSV loses the
-    # string type of ids such as "007".
-    queue = review_queue(run.scores)
+    # review_queue.parquet, not the CSV: the CSV loses the string type of ids such as "007". It is the
+    # queue the run wrote (without the examples a nightly run knows were reviewed); runs of older
+    # versions without it are recomputed from scores.parquet.
+    written = run.path / "review_queue.parquet"
+    queue = pd.read_parquet(written) if written.is_file() else review_queue(run.scores)
     if issue != "all":
         queue = queue[queue["issue"] == issue]
     issues = queue.groupby("id", sort=False)["issue"].agg(", ".join)
