@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .data.examples import Examples
 
 ON_ERROR = ("skip", "fail")
+FITS = ("stretch", "crop")
 
 
 @dataclass(frozen=True)
@@ -24,16 +25,21 @@ class DatasetSettings:
     label_column: the label column of a table or manifest
     image_size:   the largest side images are resized to, in pixels
     on_error:     ``skip`` an unreadable image file (listed in the manifest) or ``fail`` on it
+    fit:          how an image becomes a square: ``stretch`` it, or ``crop`` (keep the aspect ratio,
+                  take the centre; what pretrained backbones expect, and what a backbone run uses)
     """
 
     format: str = "auto"
     label_column: str = "label"
     image_size: int = 64
     on_error: str = "skip"
+    fit: str = "stretch"
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
             raise ConfigError(f"--on-error {self.on_error!r}: expected one of {', '.join(ON_ERROR)}")
+        if self.fit not in FITS:
+            raise ConfigError(f"fit {self.fit!r}: expected one of {', '.join(FITS)}")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 8:
             raise ConfigError(f"--image-size {self.image_size!r}: expected an integer of at least 8 (pixels)")
         if not isinstance(self.label_column, str) or not self.label_column:

@@ -64,6 +64,26 @@ class Dynamics:
         return out
 
 
+class ThroughBackbone(torch.nn.Module):
+    """A proxy read through the frozen part of its backbone: images (normalised for the backbone) ->
+    ``prefix`` -> (frozen features: the proxy's feature normalisation) -> the proxy. ``head`` is the
+    proxy's head, so last-layer arithmetic is unchanged."""
+
+    def __init__(self, prefix: torch.nn.Module, proxy: torch.nn.Module, normalizer: Normalizer):
+        super().__init__()
+        self.prefix, self.proxy, self.normalizer = prefix, proxy, normalizer
+        self.head = proxy.head
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.prefix(x)
+        if self.normalizer.kind == "vector":
+            z = self.normalizer(z.flatten(1))
+        return self.proxy.forward_features(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A saved model state of fold ``fold`` after epoch ``epoch``; ``lr`` is the mean LR of that epoch."""
@@ -84,6 +104,11 @@ class ScoreContext:
     embeddings:  (N, D) float32 out-of-fold penultimate features
     dynamics:    :class:`Dynamics`               checkpoints: list of :class:`Checkpoint`
     options:     this scorer's table from the config (``[scorers.<name>]``)
+    inputs_array: what the proxies read: (N, C, H, W) uint8 images, (N, D) float32 vectors, or with a
+                 pretrained backbone its cached features (N, D) or activations at its cut (N, C, H, W)
+    images_array: (N, C, H, W) uint8 decoded images, when the dataset has them
+    input_space: with a pretrained backbone, :meth:`load_model` and :meth:`inputs` go through it: the
+                 model reads images normalised for the backbone (``input_space`` in ``[score]``)
     """
 
     artifacts: Path
@@ -95,6 +120,8 @@ class ScoreContext:
     seed: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
     progress: Callable[..., Iterable] = lambda it, **kw: it
+    images_array: np.ndarray | None = None
+    input_space: bool = False
 
     @property
     def n_examples(self) -> int:
@@ -156,15 +183,38 @@ class ScoreContext:
             raise KeyError(f"no checkpoint for fold {fold} epoch {epoch}")
         model = build_model(self.model_spec)
         model.load_state_dict(torch.load(chosen[-1].path, map_location="cpu", weights_only=True))
+        if self._through_backbone:
+            model = ThroughBackbone(self._backbone.prefix(self._model_info["backbone"]["cut"]), model,
+                                    Normalizer.from_dict(self._model_info["normalizer"]))
         return model.to(self.device).eval()
 
     @cached_property
+    def _through_backbone(self) -> bool:
+        info = self._model_info.get("backbone")
+        return bool(self.input_space and info and info.get("cut") is not None and self.images_array is not None)
+
+    @cached_property
+    def _backbone(self):
+        from .engine.features import open_backbone
+
+        info = self._model_info["backbone"]
+        return open_backbone(info["name"], info.get("weights"), info.get("input_size"))
+
+    @cached_property
     def _bank(self) -> InputBank:
+        if self._through_backbone:
+            return InputBank(self.images_array, Normalizer("identity", (), ()), self.device)
         return InputBank(self.inputs_array, Normalizer.from_dict(self._model_info["normalizer"]), self.device)
 
     def inputs(self, index: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Normalised model inputs for example indices ``index`` (B,), as the proxies saw them, on ``device``."""
-        return self._bank.batch(torch.as_tensor(np.asarray(index), dtype=torch.long))
+        """Normalised model inputs for example indices ``index`` (B,), as the proxies saw them, on ``device``
+        (with ``input_space``: the images, resized and normalised for the backbone)."""
+        batch = self._bank.batch(torch.as_tensor(np.asarray(index), dtype=torch.long))
+        if self._through_backbone:
+            from .engine.features import preprocess
+
+            return preprocess(batch, self._backbone)
+        return batch
 
     def knn(self, k: int = 20, exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The shared kNN graph of L2-normalised out-of-fold embeddings, built once per run.

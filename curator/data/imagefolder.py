@@ -102,13 +102,14 @@ def list_image_folder(root: Path, on_error: str = "skip") -> Listing:
     return listing
 
 
-def load_image_folder(root: Path, *, max_side: int = 64, on_error: str = "skip") -> Examples:
+def load_image_folder(root: Path, *, max_side: int = 64, on_error: str = "skip", fit: str = "stretch") -> Examples:
     listing = list_image_folder(root, on_error)
     if not listing.paths:
         raise DatasetError(f"{root}: no images found (expected {root}/<class>/<image>.png|jpg|bmp|webp)")
     if len(set(listing.labels)) < 2:
         raise DatasetError(f"{root}: only one class ({listing.labels[0]!r}) found; need at least 2 class folders")
-    inputs, kept, unreadable = decode_images(root, listing.paths, max_side=max_side, on_error=on_error)
+    inputs, kept, unreadable, report = decode_images(root, listing.paths, max_side=max_side, on_error=on_error,
+                                                    fit=fit)
     skipped = sorted(listing.skipped + unreadable, key=lambda s: s["path"])
     warn_skipped(root, skipped)
     kept_paths = [listing.paths[i] for i in kept]
@@ -117,5 +118,5 @@ def load_image_folder(root: Path, *, max_side: int = 64, on_error: str = "skip")
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[n] for n in names]
     return Examples(ids=kept_paths, paths=kept_paths, labels=labels, classes=classes, inputs=inputs,
-                    kind="image", name=root.name, root=root, skipped=skipped,
+                    kind="image", name=root.name, root=root, skipped=skipped, decode=report,
                     fingerprint=fingerprint([getattr(inputs, "filename", ""), labels, classes, kept_paths]))

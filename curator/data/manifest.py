@@ -88,13 +88,14 @@ def _text_column(frame: pd.DataFrame, column: str, manifest: Path) -> list[str]:
 
 
 def load_manifest(manifest: Path, *, label_column: str = "label", max_side: int = 64,
-                  on_error: str = "skip") -> Examples:
+                  on_error: str = "skip", fit: str = "stretch") -> Examples:
     frame = read_frame(manifest, ("path", label_column, "id"))
-    return examples_from_table(frame, manifest, label_column=label_column, max_side=max_side, on_error=on_error)
+    return examples_from_table(frame, manifest, label_column=label_column, max_side=max_side, on_error=on_error,
+                               fit=fit)
 
 
 def examples_from_table(frame: pd.DataFrame, manifest: Path, *, label_column: str = "label", max_side: int = 64,
-                        on_error: str = "skip") -> Examples:
+                        on_error: str = "skip", fit: str = "stretch") -> Examples:
     """Image examples from a table with ``path`` (relative to the folder of ``manifest``, the file the
     table was read from, named in every error) and ``label_column``; optional ``id``, ``group`` and
     metadata columns. The one way every image-list format becomes :class:`Examples`: decoded once,
@@ -118,7 +119,7 @@ def examples_from_table(frame: pd.DataFrame, manifest: Path, *, label_column: st
     if dup.any():
         row = first_row(dup)
         raise DatasetError(f"{manifest}: duplicate id {ids[row - 1]!r} in column {id_column!r} (row {row})")
-    inputs, kept, skipped = decode_images(root, rel_paths, max_side=max_side, on_error=on_error)
+    inputs, kept, skipped, report = decode_images(root, rel_paths, max_side=max_side, on_error=on_error, fit=fit)
     warn_skipped(root, skipped)
     kept_labels = labels[kept]
     if not source:  # without a classes file, a class with no readable image is no class
@@ -128,5 +129,5 @@ def examples_from_table(frame: pd.DataFrame, manifest: Path, *, label_column: st
     metadata = metadata.iloc[kept].reset_index(drop=True)
     return Examples(ids=[ids[i] for i in kept], paths=[rel_paths[i] for i in kept], labels=kept_labels,
                     classes=classes, inputs=inputs, kind="image", name=root.name, root=root,
-                    metadata=metadata, skipped=skipped,
+                    metadata=metadata, skipped=skipped, decode=report,
                     fingerprint=fingerprint([getattr(inputs, "filename", ""), kept_labels, ids, classes]))

@@ -70,7 +70,7 @@ def train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ban
     record_rows = train_idx[record]
     torch.manual_seed(cfg.seed * 1009 + k)
     model = build_model(spec).to(device)
-    channels_last = spec.kind == "cnn"
+    channels_last = spec.kind in ("cnn", "finetune")
     if channels_last:  # about twice as fast for these small convolutions, on CPU and GPU alike
         model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + k)

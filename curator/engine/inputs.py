@@ -12,7 +12,8 @@ import torch
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-channel (images) or per-feature (vectors) mean and std; images are scaled to [0, 1] first."""
+    """Per-channel (images) or per-feature (vectors) mean and std; images are scaled to [0, 1] first.
+    Kind ``identity`` only casts to float32: for a backbone's cached activations, already on scale."""
 
     kind: str
     mean: tuple[float, ...]
@@ -44,6 +45,8 @@ class Normalizer:
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """(B, ...) uint8 or float32 on any device -> normalised float32 on the same device."""
         x = raw.float()
+        if self.kind == "identity":
+            return x
         mean = torch.tensor(self.mean, device=x.device)
         std = torch.tensor(self.std, device=x.device)
         if self.kind == "image":

@@ -16,7 +16,10 @@ from torch import nn
 class ModelSpec:
     """Everything needed to rebuild a proxy model from a checkpoint.
 
-    kind: ``"cnn"`` for inputs shaped (C, H, W), ``"mlp"`` for (D,).
+    kind: ``"cnn"`` for inputs shaped (C, H, W), ``"mlp"`` for (D,), ``"finetune"`` for a pretrained
+    backbone's activations at its cut (C, H, W): the backbone's last blocks, then an MLP.
+    backbone: for ``"finetune"``, ``{"name", "weights", "cut"}`` (:func:`curator.engine.backbones.load_backbone`
+    and :meth:`~curator.engine.backbones.Backbone.cut`)
     """
 
     kind: str
@@ -24,6 +27,7 @@ class ModelSpec:
     n_classes: int
     width: int = 32
     embedding_dim: int = 128
+    backbone: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,5 +85,31 @@ class MLP(nn.Module):
         return self.forward_features(x)[0]
 
 
+class FineTuneProxy(nn.Module):
+    """The last blocks of a pretrained backbone, from its cut on (pretrained weights, trainable), then
+    the MLP's neck and a linear head. Reads the backbone's activations at the cut."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        from .backbones import load_backbone
+
+        backbone = load_backbone(spec.backbone["name"], spec.backbone.get("weights"))
+        self.body = backbone.suffix(spec.backbone["cut"]).requires_grad_(True)
+        hidden = max(spec.embedding_dim, spec.width * 8)
+        self.neck = nn.Sequential(nn.Linear(backbone.feature_dim, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, spec.embedding_dim), nn.ReLU(inplace=True))
+        self.head = nn.Linear(spec.embedding_dim, spec.n_classes)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.neck(self.body(x))
+        return self.head(h), h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
+    """A freshly initialised proxy (a fine-tuned one starts from the backbone's pretrained blocks)."""
+    if spec.kind == "finetune":
+        return FineTuneProxy(spec)
     return SmallCNN(spec) if spec.kind == "cnn" else MLP(spec)

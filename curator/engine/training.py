@@ -68,10 +68,13 @@ def _open_array(path: Path, shape: tuple[int, ...], dtype, resume: bool) -> np.n
 
 def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_classes: int, config: TrainConfig,
                        backend: "Backend", artifacts: Path, progress: Callable[..., object] | None = None,
-                       resume: bool = False) -> TrainResult:
+                       resume: bool = False, backbone: dict | None = None) -> TrainResult:
     """Train K fold proxies and record everything scorers need into ``artifacts/``.
 
-    inputs: (N, C, H, W) uint8 or (N, D) float32; labels: (N,) int64.
+    inputs: (N, C, H, W) uint8 or (N, D) float32, or with kind ``"activations"`` a backbone's
+    activations at its cut (N, C, H, W) float16; labels: (N,) int64. ``backbone``: what made the
+    inputs when a pretrained backbone did (:func:`curator.engine.features.proxy_inputs`); recorded
+    in ``model.json``, and for activations it says which blocks the fine-tuned proxies hold.
     Writes dynamics_{logits,p_label,margin,correct,loss}.npy, oof_logits.npy, embeddings.npy,
     checkpoints/*.pt, checkpoints.json and model.json. Each finished fold is recorded in
     ``fold<k>.json``; with ``resume`` those folds are not trained again (a fold depends only on
@@ -80,20 +83,25 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     them one after another on its device); whichever it is, only this process writes ``artifacts/``.
     """
     return _train_with(backend, backend.fold_device, inputs, labels, kind, n_classes, config, artifacts,
-                       progress, resume, time.perf_counter())
+                       progress, resume, time.perf_counter(), backbone)
 
 
 def _train_with(backend: "Backend", device: torch.device, inputs: np.ndarray, labels: np.ndarray, kind: str,
                 n_classes: int, config: TrainConfig, artifacts: Path, progress: Callable[..., object] | None,
-                resume: bool, started: float) -> TrainResult:
+                resume: bool, started: float, backbone: dict | None = None) -> TrainResult:
     n = len(labels)
     cfg = config.resolved(device, n_train=n * (config.folds - 1) // config.folds)
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "checkpoints").mkdir(exist_ok=True)
     folds = assign_folds(labels, cfg.folds, cfg.seed)
-    normalizer = Normalizer.fit(inputs, kind)
-    spec = ModelSpec(kind="cnn" if kind == "image" else "mlp", input_shape=tuple(inputs.shape[1:]),
-                     n_classes=n_classes, width=cfg.width)
+    if kind == "activations":
+        normalizer = Normalizer("identity", (), ())
+        spec = ModelSpec(kind="finetune", input_shape=tuple(inputs.shape[1:]), n_classes=n_classes, width=cfg.width,
+                         backbone={k: backbone[k] for k in ("name", "weights", "cut")})
+    else:
+        normalizer = Normalizer.fit(inputs, kind)
+        spec = ModelSpec(kind="cnn" if kind == "image" else "mlp", input_shape=tuple(inputs.shape[1:]),
+                         n_classes=n_classes, width=cfg.width)
 
     E, C = cfg.epochs, n_classes
     records = {
@@ -119,7 +127,7 @@ def _train_with(backend: "Backend", device: torch.device, inputs: np.ndarray, la
     checkpoints = [c for log in fold_logs for c in log["checkpoints"]]
     write_json(artifacts / "checkpoints.json", checkpoints)
     write_json(artifacts / "model.json", {"spec": spec.to_dict(), "normalizer": normalizer.to_dict(),
-                                          "train_config": asdict(cfg)})
+                                          "train_config": asdict(cfg), "backbone": backbone})
     return TrainResult(folds, np.array(records["oof_logits"]), records["embeddings"], checkpoints, spec,
                        normalizer, cfg, [log["train_accuracy"] for log in fold_logs],
                        time.perf_counter() - started)
