@@ -68,10 +68,11 @@ def ensure_free_space(folder: Path, nbytes: int, what: str) -> None:
 
 
 def content_id(array: np.ndarray) -> str:
-    """A stable id of an array's contents: the file name of a cache entry (whose key already names
-    its contents), else a hash of its bytes, read in chunks."""
+    """A stable id of an array's contents: the file name of a decoded-image cache entry (whose key
+    names its files' paths, sizes and mtimes), else a hash of its bytes, read in chunks (so two
+    .npz files holding the same images share one id)."""
     name = getattr(array, "filename", None)
-    if name and Path(name).parent == cache_root() and Path(name).name.startswith(("images-", "arrays-")):
+    if name and Path(name).parent == cache_root() and Path(name).name.startswith("images-"):
         return Path(name).name
     h = hashlib.sha256(repr((array.shape, str(array.dtype))).encode())
     step = max(1, (64 * 2**20) // max(1, array[0].nbytes if len(array) else 1))

@@ -23,6 +23,8 @@ is read with ``torch.load(..., weights_only=True)``: nothing is unpickled.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -119,11 +121,19 @@ def check_name(name: str) -> None:
 
 
 def load_backbone(name: str, weights: str | None = None) -> Backbone:
-    """The backbone ``name`` on the CPU, in eval mode, with ``weights`` (see the module docstring).
+    """The backbone ``name`` on the CPU, in eval mode, with ``weights`` (see the module docstring):
+    a copy of its own, free to move to a device or train.
 
     A missing package, weights file or TorchScript file is a :class:`ConfigError` with one line.
     """
     check_name(name)
+    # Loaded once per process (a fold proxy or a scorer's model reload needs another copy, not
+    # another read and check of the weights file).
+    return copy.deepcopy(_loaded(name, weights, os.environ.get("TORCH_HOME"), os.environ.get("CURATOR_OFFLINE")))
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(name: str, weights: str | None, torch_home: str | None, offline: str | None) -> Backbone:
     if name == "efficientnet_lite0":
         backbone = _efficientnet_lite0(weights)
     elif name.startswith("torchvision:"):
@@ -133,7 +143,9 @@ def load_backbone(name: str, weights: str | None = None) -> Backbone:
     else:
         raise ConfigError(f"--backbone {name!r}: not a pretrained backbone")
     for module in backbone.chain:
-        module.eval().requires_grad_(False)
+        module.eval()
+        for parameter in module.parameters():     # (a ScriptModule has no requires_grad_)
+            parameter.requires_grad_(False)
     return backbone
 
 
@@ -310,7 +322,7 @@ def _torchvision(name: str, builder_name: str, weights: str | None) -> Backbone:
     model.eval()
     dim = _strip_classifier(model)
     chain = _links(model) + [nn.Flatten()]
-    splittable = _same_function(nn.Sequential(*chain), model, size)
+    splittable = _same_function(nn.Sequential(*chain), model, min(size, 64))
     if not splittable:
         chain = [model, nn.Flatten()]
     dim = dim or _output_dim(nn.Sequential(*chain), size)
@@ -319,7 +331,8 @@ def _torchvision(name: str, builder_name: str, weights: str | None) -> Backbone:
 
 def _same_function(chain: nn.Module, model: nn.Module, size: int) -> bool:
     """Whether the chain of children computes what ``model`` does (its forward may hold more than a
-    chain: a class token, a concatenation); on a random batch of two images."""
+    chain: a class token, a concatenation); on a random batch of two images. A model that takes
+    only one input size (a vision transformer) fails the check at a small size and stays opaque."""
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
