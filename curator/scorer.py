@@ -83,7 +83,7 @@ class Scorer:
         if self.direction not in DIRECTIONS:
             raise PluginError(f"scorer {self.name!r}: direction {self.direction!r} is not 'higher' or 'lower'")
         if self.score is None and self.score_rows is not None:
-            object.__setattr__(self, "score", _whole_dataset(self.score_rows, self.finish))
+            object.__setattr__(self, "score", _WholeDataset(self.score_rows, self.finish))
         if not callable(self.score):
             raise PluginError(f"scorer {self.name!r}: score must be callable (or give score_rows)")
         for role in ("score_rows", "finish", "check_options"):
@@ -105,13 +105,16 @@ class Scorer:
         return {self.name: self.issue, **{col: tuple(kinds) for col, kinds in self.extra_issues.items()}}
 
 
-def _whole_dataset(score_rows: Callable, finish: Callable | None) -> Callable[["ScoreContext"], ScoreResult]:
-    """``score`` of a shardable scorer: every row in one shard."""
+@dataclass(frozen=True)
+class _WholeDataset:
+    """``score`` of a shardable scorer: every row in one shard. A class, not a closure, so the
+    scorer record pickles (worker processes receive it)."""
 
-    def score(ctx: "ScoreContext") -> ScoreResult:
-        return _finish(finish, ctx, score_rows(ctx, np.arange(ctx.n_examples, dtype=np.int64)))
+    score_rows: Callable
+    finish: Callable | None
 
-    return score
+    def __call__(self, ctx: "ScoreContext") -> ScoreResult:
+        return _finish(self.finish, ctx, self.score_rows(ctx, np.arange(ctx.n_examples, dtype=np.int64)))
 
 
 def _finish(finish: Callable | None, ctx: "ScoreContext", parts: RowParts) -> ScoreResult:

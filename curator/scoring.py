@@ -173,7 +173,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
     adapters = registry.records("adapters")
     check_format(settings.dataset.format, adapters)
     device_t = select_device(settings.score.device)
-    fold_backend = get_backend(settings.score.backend, settings.score.address)
+    fold_backend = get_backend(settings.score.backend, settings.score.address, settings.score.threads)
     before = history.open_previous(previous) if previous is not None else None
 
     t0 = time.perf_counter()

@@ -38,7 +38,8 @@ class ScoreSettings:
     scorers:        scorer names, or None for every installed scorer
     device:         ``auto``, ``cpu``, ``cuda`` or ``mps``
     backend:        ``local`` or ``ray``; address: the Ray cluster (ray only)
-    threads:        torch's CPU threads in this process, None for torch's default (one per core)
+    threads:        CPU cores to use (the local backend's workers; torch's threads in this process),
+                    None for every core this process may run on
     scorer_timeout: seconds after which a scorer still running is left out, None for no limit
     strict:         a failing scorer or a skipped plugin stops the run instead of being recorded
     review_again_above: with ``--previous``, an example the team already reviewed comes back into the

