@@ -20,13 +20,16 @@ from .engine.models import ModelSpec, build_model
 
 
 class Dynamics:
-    """Per-epoch records of each example from the model that trained on it (in-sample).
+    """Per-epoch records of each example from the model that trained on it (in-sample), kept while
+    the proxies trained, so their size grows with N (and N x C once), never with E x N x C:
 
-    logits:  (E, N, C) float32   probs: (E, N, C) float32 (softmax of logits)
     p_label: (E, N) float32      probability of the given label
     margin:  (E, N) float32      z_y - max_{k != y} z_k
     correct: (E, N) bool         argmax == given label
     loss:    (E, N) float32      cross-entropy
+    prob_sq: (E, N) float32      sum_k p_k^2 (so ||p - e_y||^2 = prob_sq - 2 p_label + 1)
+    ema_probs(): (N, C) float32  the early-learning target over the epochs
+    logits:  (E, N, C) float32   only when the run kept them ([train] keep_logits: by default up to 1 GiB)
     """
 
     def __init__(self, artifacts: Path):
@@ -35,23 +38,42 @@ class Dynamics:
     def _load(self, name: str) -> np.ndarray:
         return np.load(self._dir / f"dynamics_{name}.npy", mmap_mode="r")
 
-    logits = cached_property(lambda self: self._load("logits"))
     p_label = cached_property(lambda self: self._load("p_label"))
     margin = cached_property(lambda self: self._load("margin"))
     correct = cached_property(lambda self: self._load("correct"))
     loss = cached_property(lambda self: self._load("loss"))
+    prob_sq = cached_property(lambda self: self._load("prob_sq"))
 
     @cached_property
-    def probs(self) -> np.ndarray:
-        return F.softmax(torch.from_numpy(np.array(self.logits)), dim=2).numpy()
+    def logits(self) -> np.ndarray:
+        path = self._dir / "dynamics_logits.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: this run did not keep the per-epoch logits (E x N x C over the "
+                                    "[train] keep_logits limit); read p_label, margin, correct, loss, prob_sq or "
+                                    "ema_probs(), or score with keep_logits = \"always\" in [train]")
+        return np.load(path, mmap_mode="r")
 
     @property
     def n_epochs(self) -> int:
         return self.p_label.shape[0]
 
-    def ema_probs(self, beta: float = 0.7, chunk: int = 65536) -> np.ndarray:
+    @cached_property
+    def ema_beta(self) -> float:
+        """The beta of the recorded early-learning target."""
+        return float(json.loads((self._dir / "model.json").read_text())["train_config"]["ema_beta"])
+
+    def ema_probs(self, beta: float | None = None, chunk: int = 65536) -> np.ndarray:
         """(N, C) float32 early-learning targets: t <- beta t + (1 - beta) softmax(z_e) over epochs e,
-        bias-corrected for the zero start (Liu et al. 2020). Rows sum to 1."""
+        bias-corrected for the zero start (Liu et al. 2020). Rows sum to 1. ``beta`` None (or the
+        recorded :attr:`ema_beta`): the target recorded while training; another beta needs the
+        per-epoch logits."""
+        if beta is None or abs(beta - self.ema_beta) < 1e-12:
+            raw = np.load(self._dir / "dynamics_ema.npy", mmap_mode="r")
+            scale = 1.0 / (1.0 - self.ema_beta ** self.n_epochs)
+            out = np.empty(raw.shape, np.float32)
+            for start in range(0, len(raw), chunk):
+                out[start:start + chunk] = raw[start:start + chunk] * scale
+            return out
         logits = self.logits
         _, n, c = logits.shape
         out = np.empty((n, c), np.float32)

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -170,6 +170,11 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
     registry = load_plugins(plugins, strict=settings.score.strict)
     selected = select_scorers(registry, settings.score.scorers)
     scorer_options = check_scorer_options(selected, settings.scorer_options, registry.names())
+    if "early_learning" in scorer_options:
+        # The engine records the early-learning target while the proxies train; the early_learning
+        # scorer's beta decides which, so the scorer and the flags read the same target.
+        beta = float(scorer_options["early_learning"]["beta"])
+        settings = replace(settings, train=replace(settings.train, ema_beta=beta))
     adapters = registry.records("adapters")
     check_format(settings.dataset.format, adapters)
     device_t = select_device(settings.score.device)

@@ -88,7 +88,8 @@ def _fold_task(k: int, job: FoldJob, records: Mapping[str, str], artifacts: str,
     """Runs in a worker process: train fold k, writing its rows into the driver's memory maps."""
     torch.set_num_threads(threads)
     inputs = _opened(job.inputs)
-    sink = ArtifactSink({name: np.load(path, mmap_mode="r+") for name, path in records.items()}, Path(artifacts))
+    sink = ArtifactSink({name: np.load(path, mmap_mode="r+") for name, path in records.items()}, Path(artifacts),
+                        job.labels, job.config.ema_beta)
     bank = InputBank(inputs, job.normalizer, torch.device("cpu"))
     y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64))
     log = fold_training.train_fold(k, job.folds, job.config, job.spec, bank, y_all, torch.device("cpu"), sink,

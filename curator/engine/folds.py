@@ -31,18 +31,51 @@ class FoldJob:
     labels: np.ndarray           # (N,) int64
 
 
+#: Per-epoch statistics recorded for every example, (E, N) each: name -> dtype.
+EPOCH_STATS = {"p_label": np.float32, "margin": np.float32, "correct": np.bool_, "loss": np.float32,
+               "prob_sq": np.float32}
+#: Rows of logits turned into statistics at a time, by bytes of float64 work space.
+_STATS_BYTES = 64 << 20
+
+
 class ArtifactSink:
     """Where :func:`train_fold` puts a fold's results on the driver: rows into the memory-mapped
     records, checkpoints into ``artifacts/checkpoints/``. A remote backend records the same calls
-    on its worker and replays them here, so every backend writes the same files."""
+    on its worker and replays them here, so every backend writes the same files.
 
-    def __init__(self, records: dict[str, np.ndarray], artifacts: Path):
+    records: ``dyn_<stat>`` (E, N) for each of EPOCH_STATS, ``dyn_ema`` (N, C) float32 (the running
+    early-learning target, not yet bias-corrected), ``oof_logits`` (N, C), ``embeddings`` (N, D) and,
+    when the run keeps them, ``dyn_logits`` (E, N, C). labels: (N,) int64. ema_beta: the EMA's beta.
+    """
+
+    def __init__(self, records: dict[str, np.ndarray], artifacts: Path, labels: np.ndarray, ema_beta: float):
         self.records = records
         self.artifacts = artifacts
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.ema_beta = float(ema_beta)
 
     def dynamics(self, epoch: int, rows: np.ndarray, logits: np.ndarray) -> None:
-        """logits: (len(rows), C) float32 of epoch ``epoch`` for dataset rows ``rows``."""
-        self.records["dyn_logits"][epoch, rows] = logits
+        """logits: (len(rows), C) float32 of epoch ``epoch`` for dataset rows ``rows`` (each row once an
+        epoch, epochs in order): the epoch's statistics of those rows and their early-learning target."""
+        if "dyn_logits" in self.records:
+            self.records["dyn_logits"][epoch, rows] = logits
+        step = max(1, _STATS_BYTES // (8 * max(1, logits.shape[1])))
+        beta = self.ema_beta
+        for start in range(0, len(rows), step):
+            r = np.asarray(rows[start:start + step])
+            z = torch.from_numpy(np.asarray(logits[start:start + step], dtype=np.float64))     # (b, C)
+            y = torch.from_numpy(self.labels[r]).view(-1, 1)
+            log_p = F.log_softmax(z, dim=1)
+            p = log_p.exp()
+            log_p_y = log_p.gather(1, y).squeeze(1)
+            z_y = z.gather(1, y).squeeze(1)
+            stats = {"p_label": log_p_y.exp(), "margin": z_y - z.scatter(1, y, float("-inf")).amax(1),
+                     "correct": z.argmax(1) == y.squeeze(1), "loss": -log_p_y, "prob_sq": (p * p).sum(1)}
+            for name, values in stats.items():
+                self.records[f"dyn_{name}"][epoch, r] = values.numpy()
+            # A fold restarted after an interruption starts its rows' EMA from zero again at epoch 0.
+            previous = 0.0 if epoch == 0 else np.asarray(self.records["dyn_ema"][r], dtype=np.float64)
+            self.records["dyn_ema"][r] = (beta * previous + (1.0 - beta) * p.numpy()).astype(np.float32)
 
     def held_out(self, rows: np.ndarray, logits: np.ndarray, embeddings: np.ndarray) -> None:
         """logits: (len(rows), C), embeddings: (len(rows), D), from the model that never saw ``rows``."""
@@ -64,10 +97,9 @@ def train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ban
     logits and embeddings to ``sink`` (an :class:`ArtifactSink` or anything with its three methods).
     Returns the fold's log (checkpoints with LR, accuracy). Depends only on (cfg.seed, k)."""
     E, C = cfg.epochs, spec.n_classes
-    use_bf16 = device.type == "cuda"
+    amp = autocast_dtype(device)
     train_idx = np.flatnonzero(folds != k)
     record = (folds[train_idx] + 1) % cfg.folds == k      # examples whose dynamics this model records
-    record_rows = train_idx[record]
     torch.manual_seed(cfg.seed * 1009 + k)
     model = build_model(spec).to(device)
     channels_last = spec.kind in ("cnn", "finetune")
@@ -80,11 +112,15 @@ def train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ban
     opt = ScheduledSGD(model.parameters(), steps_per_epoch * E, cfg.lr, cfg.momentum, cfg.weight_decay)
     target = torch.zeros(len(train_idx), C, device=device) if cfg.loss == "elr" else None
     checkpoints = []
+    recorded = torch.as_tensor(record, device=device)              # (len(train_idx),) bool
+    # Logits of the recorded rows go to the sink in blocks of at most ~64 MB: one device->host copy
+    # per block, never an (N, C) array per epoch.
+    block = max(cfg.batch_size, (64 << 20) // (4 * C))
     for epoch in range(E):
         model.train()
         order = torch.randperm(len(train_idx), generator=gen)      # on the host, where the prefetcher reads it
         order_dev = order.to(device)
-        epoch_logits = torch.empty(len(train_idx), C, device=device)
+        pending_pos, pending_logits, held = [], [], 0
         correct = torch.zeros((), device=device)
         lrs = []
         starts = range(0, len(train_idx), cfg.batch_size)
@@ -98,7 +134,7 @@ def train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ban
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y_all[idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(x)
             logits = logits.float()
             loss = F.cross_entropy(logits, y)
@@ -110,21 +146,41 @@ def train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ban
                     target[pos] = t
                 loss = loss + cfg.elr_lambda * torch.log(1 - (t * p).sum(1)).mean()
             lrs.append(opt.step(loss))
-            epoch_logits[pos] = logits.detach()
+            keep = recorded[pos]
+            pending_pos.append(pos[keep])
+            pending_logits.append(logits.detach()[keep])
+            held += len(pos)
             correct += (logits.argmax(1) == y).sum()
-        # One device->host copy per epoch; rows in dataset order.
-        host = epoch_logits.cpu().numpy()
-        sink.dynamics(epoch, record_rows, host[record])
+            if held >= block:
+                _hand_over(sink, epoch, train_idx, pending_pos, pending_logits)
+                held = 0
+        _hand_over(sink, epoch, train_idx, pending_pos, pending_logits)
         name = f"fold{k}-epoch{epoch}.pt"
         sink.checkpoint(name, {key: t.detach().cpu() for key, t in model.state_dict().items()})
         checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{name}"})
 
     model.eval()
-    held = np.flatnonzero(folds == k)
-    with torch.no_grad():
-        for start in range(0, len(held), 4 * cfg.batch_size):
-            idx = held[start:start + 4 * cfg.batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits, h = model.forward_features(bank.batch(torch.from_numpy(idx)))
+    held_out = np.flatnonzero(folds == k)
+    with torch.no_grad():   # in fp32: the scorers and the flags read these
+        for start in range(0, len(held_out), 4 * cfg.batch_size):
+            idx = held_out[start:start + 4 * cfg.batch_size]
+            logits, h = model.forward_features(bank.batch(torch.from_numpy(idx)))
             sink.held_out(idx, logits.float().cpu().numpy(), h.float().cpu().numpy())
     return {"fold": k, "checkpoints": checkpoints, "train_accuracy": float(correct.item()) / len(train_idx)}
+
+
+def _hand_over(sink: ArtifactSink, epoch: int, train_idx: np.ndarray, positions: list, logits: list) -> None:
+    """Give ``sink`` the buffered logits of recorded rows (positions into ``train_idx``) and empty the buffer."""
+    if positions:
+        pos = torch.cat(positions).cpu().numpy()
+        sink.dynamics(epoch, train_idx[pos], torch.cat(logits).cpu().numpy())
+    positions.clear()
+    logits.clear()
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision training runs in: bf16 on a CUDA device that supports it, else none (fp32).
+    (fp16 would need loss scaling; the proxies are small enough that fp32 costs little there.)"""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

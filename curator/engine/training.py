@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 
 from ..atomic import write_json
 from .config import TrainConfig
-from .folds import ArtifactSink, FoldJob
+from .folds import EPOCH_STATS, ArtifactSink, FoldJob
 from .inputs import Normalizer
 from .models import ModelSpec
 
@@ -75,7 +74,8 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     activations at its cut (N, C, H, W) float16; labels: (N,) int64. ``backbone``: what made the
     inputs when a pretrained backbone did (:func:`curator.engine.features.proxy_inputs`); recorded
     in ``model.json``, and for activations it says which blocks the fine-tuned proxies hold.
-    Writes dynamics_{logits,p_label,margin,correct,loss}.npy, oof_logits.npy, embeddings.npy,
+    Writes dynamics_{p_label,margin,correct,loss,prob_sq}.npy (E, N), dynamics_ema.npy (N, C),
+    dynamics_logits.npy (E, N, C) when ``config.keeps_logits``, oof_logits.npy, embeddings.npy,
     checkpoints/*.pt, checkpoints.json and model.json. Each finished fold is recorded in
     ``fold<k>.json``; with ``resume`` those folds are not trained again (a fold depends only on
     the seed and its index, so the result is the same as an uninterrupted run).
@@ -105,15 +105,19 @@ def _train_with(backend: "Backend", device: torch.device, inputs: np.ndarray, la
 
     E, C = cfg.epochs, n_classes
     records = {
-        "dyn_logits": _open_array(artifacts / "dynamics_logits.npy", (E, n, C), np.float32, resume),
+        **{f"dyn_{name}": _open_array(artifacts / f"dynamics_{name}.npy", (E, n), dtype, resume)
+           for name, dtype in EPOCH_STATS.items()},
+        "dyn_ema": _open_array(artifacts / "dynamics_ema.npy", (n, C), np.float32, resume),
         "oof_logits": _open_array(artifacts / "oof_logits.npy", (n, C), np.float32, resume),
         "embeddings": _open_array(artifacts / "embeddings.npy", (n, spec.embedding_dim), np.float32, resume),
     }
+    if cfg.keeps_logits(n, C):
+        records["dyn_logits"] = _open_array(artifacts / "dynamics_logits.npy", (E, n, C), np.float32, resume)
     fold_logs = {}
     for k in range(cfg.folds):
         if resume and (artifacts / f"fold{k}.json").exists():
             fold_logs[k] = json.loads((artifacts / f"fold{k}.json").read_text())
-    sink = ArtifactSink(records, artifacts)
+    sink = ArtifactSink(records, artifacts, labels, cfg.ema_beta)
     todo = [k for k in range(cfg.folds) if k not in fold_logs]
     job = FoldJob(folds, cfg, spec, normalizer, inputs, labels)
     for log in backend.train_folds(todo, job, sink, progress):
@@ -122,7 +126,6 @@ def _train_with(backend: "Backend", device: torch.device, inputs: np.ndarray, la
         fold_logs[log["fold"]] = log
     fold_logs = [fold_logs[k] for k in range(cfg.folds)]
 
-    _write_dynamics_stats(np.load(artifacts / "dynamics_logits.npy", mmap_mode="r"), labels, artifacts)
     np.save(artifacts / "folds.npy", folds)
     checkpoints = [c for log in fold_logs for c in log["checkpoints"]]
     write_json(artifacts / "checkpoints.json", checkpoints)
@@ -131,24 +134,3 @@ def _train_with(backend: "Backend", device: torch.device, inputs: np.ndarray, la
     return TrainResult(folds, np.array(records["oof_logits"]), records["embeddings"], checkpoints, spec,
                        normalizer, cfg, [log["train_accuracy"] for log in fold_logs],
                        time.perf_counter() - started)
-
-
-def _write_dynamics_stats(logits: np.ndarray, labels: np.ndarray, artifacts: Path, chunk: int = 65536) -> None:
-    """Per-epoch (E, N) views derived from the recorded logits: p_label, margin, correct, loss."""
-    E, n, _ = logits.shape
-    out = {name: np.lib.format.open_memmap(artifacts / f"dynamics_{name}.npy", "w+", dtype, (E, n))
-           for name, dtype in (("p_label", np.float32), ("margin", np.float32), ("correct", np.bool_),
-                               ("loss", np.float32))}
-    for start in range(0, n, chunk):
-        z = torch.from_numpy(np.array(logits[:, start:start + chunk]))       # (E, b, C)
-        y = torch.from_numpy(np.array(labels[start:start + chunk])).view(1, -1, 1).expand(E, -1, 1)
-        log_p = F.log_softmax(z, dim=2)
-        z_y = z.gather(2, y).squeeze(2)
-        others = z.scatter(2, y, float("-inf")).amax(2)
-        sl = slice(start, start + chunk)
-        out["p_label"][:, sl] = log_p.gather(2, y).squeeze(2).exp().numpy()
-        out["margin"][:, sl] = (z_y - others).numpy()
-        out["correct"][:, sl] = (z.argmax(2) == y.squeeze(2)).numpy()
-        out["loss"][:, sl] = (-log_p.gather(2, y).squeeze(2)).numpy()
-    for arr in out.values():
-        arr.flush()

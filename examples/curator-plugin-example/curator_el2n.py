@@ -15,13 +15,11 @@ import numpy as np
 import curator
 
 
-def el2n(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(E, N, C) logits and (N,) labels -> (N,) float32: mean over epochs of ||softmax(z) - e_y||_2."""
-    z = np.asarray(logits, dtype=np.float64)
-    p = np.exp(z - z.max(axis=2, keepdims=True))
-    p /= p.sum(axis=2, keepdims=True)
-    p[:, np.arange(len(labels)), labels] -= 1.0
-    return np.linalg.norm(p, axis=2).mean(axis=0).astype(np.float32)
+def el2n(prob_sq: np.ndarray, p_label: np.ndarray) -> np.ndarray:
+    """(E, N) per-epoch sum of squared probabilities and probability of the given label -> (N,) float32:
+    mean over epochs of ||softmax(z) - e_y||_2, since ||p - e_y||^2 = sum_k p_k^2 - 2 p_y + 1."""
+    sq = np.asarray(prob_sq, dtype=np.float64) - 2.0 * np.asarray(p_label, dtype=np.float64) + 1.0
+    return np.sqrt(np.maximum(sq, 0.0)).mean(axis=0).astype(np.float32)
 
 
 def check_options(options) -> None:
@@ -33,7 +31,7 @@ def check_options(options) -> None:
 
 def score_el2n(ctx: curator.ScoreContext) -> np.ndarray:
     n_early = math.ceil(ctx.options["early_fraction"] * ctx.dynamics.n_epochs)
-    return el2n(ctx.dynamics.logits[:n_early], ctx.labels)
+    return el2n(ctx.dynamics.prob_sq[:n_early], ctx.dynamics.p_label[:n_early])
 
 
 @curator.hookimpl

@@ -24,7 +24,7 @@ def check_options(options) -> None:
 
 
 def score_early_learning(ctx: curator.ScoreContext) -> dict[str, np.ndarray]:
-    target = ctx.dynamics.ema_probs(float(ctx.options.get("beta", BETA)))   # (N, C)
+    target = ctx.dynamics.ema_probs(float(ctx.options.get("beta", BETA)))   # (N, C), recorded in training
     rows = np.arange(ctx.n_examples)
     return {"early_learning": 1.0 - target[rows, ctx.labels],
             "early_learning_disagrees": (target.argmax(axis=1) != ctx.labels).astype(np.float32)}

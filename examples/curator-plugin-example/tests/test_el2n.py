@@ -14,16 +14,21 @@ def test_el2n_meets_the_scorer_contract_and_ranks_flipped_labels_first():
     assert result.auroc >= 0.95
 
 
+def _stats(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E, N, C) probabilities -> the (E, N) prob_sq and p_label curator records."""
+    return (probs ** 2).sum(axis=2), probs[:, np.arange(len(labels)), labels]
+
+
 def test_el2n_is_zero_when_confidently_right_and_root_two_when_confidently_wrong():
-    logits = np.array([[[40.0, 0.0], [40.0, 0.0]]])          # (E=1, N=2, C=2), both predict class 0
-    np.testing.assert_allclose(curator_el2n.el2n(logits, np.array([0, 1])), [0.0, np.sqrt(2)], atol=1e-6)
+    probs = np.array([[[1.0, 0.0], [1.0, 0.0]]])              # (E=1, N=2, C=2), both predict class 0
+    np.testing.assert_allclose(curator_el2n.el2n(*_stats(probs, np.array([0, 1]))), [0.0, np.sqrt(2)], atol=1e-6)
 
 
 def test_el2n_averages_over_the_first_early_fraction_of_the_epochs():
-    right, wrong = [40.0, 0.0], [0.0, 40.0]
-    logits = np.array([[right], [wrong], [wrong], [wrong]])  # (E=4, N=1, C=2), given label 0
+    right, wrong = [1.0, 0.0], [0.0, 1.0]
+    prob_sq, p_label = _stats(np.array([[right], [wrong], [wrong], [wrong]]), np.array([0]))   # given label 0
     ctx = SimpleNamespace(options={"early_fraction": 0.5}, labels=np.array([0]),
-                          dynamics=SimpleNamespace(logits=logits, n_epochs=4))
+                          dynamics=SimpleNamespace(prob_sq=prob_sq, p_label=p_label, n_epochs=4))
     np.testing.assert_allclose(curator_el2n.score_el2n(ctx), [np.sqrt(2) / 2], atol=1e-6)
 
 
