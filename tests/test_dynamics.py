@@ -1,0 +1,80 @@
+"""What training records: per-epoch statistics and the early-learning target computed while the proxies
+train, equal to what the full per-epoch logits give; the logits themselves only when small enough;
+and the precision the GPU path trains in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import curator
+from curator.engine import folds
+from curator.engine.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def runs(noisy_digits, tmp_path_factory):
+    """The same 3-epoch run twice: keeping the per-epoch logits, and not."""
+    root, _ = noisy_digits
+    out = tmp_path_factory.mktemp("dynamics")
+    config = out / "curator.toml"
+    config.write_text('[train]\nkeep_logits = "never"\n')
+    kept = curator.score(root, out=out / "kept", epochs=3, scorers="learning_speed,early_learning", progress=False)
+    lean = curator.score(root, out=out / "lean", epochs=3, scorers="learning_speed,early_learning", config=config,
+                         progress=False)
+    return kept, lean
+
+
+def test_the_recorded_statistics_equal_those_of_the_logits(runs):
+    kept, _ = runs
+    dynamics = curator.Dynamics(kept.path / "artifacts")
+    z = torch.from_numpy(np.array(dynamics.logits, dtype=np.float64))          # (E, N, C)
+    y = torch.as_tensor(kept.scores["label"].map({c: i for i, c in enumerate(kept.classes)}).to_numpy())
+    p = torch.softmax(z, dim=2)
+    p_y = p[:, torch.arange(len(y)), y]
+    np.testing.assert_allclose(dynamics.p_label, p_y.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dynamics.prob_sq, (p * p).sum(2).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dynamics.loss, -torch.log(p_y).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(dynamics.correct, (z.argmax(2) == y).numpy())
+    recorded = dynamics.ema_probs()                      # the beta of the run: 0.7
+    for beta, target in ((0.7, recorded), (0.5, dynamics.ema_probs(0.5))):   # 0.5: from the kept logits
+        expected = torch.zeros_like(p[0])
+        for epoch in p:
+            expected = beta * expected + (1 - beta) * epoch
+        np.testing.assert_allclose(target, (expected / (1 - beta ** 3)).numpy(), atol=1e-6)
+
+
+def test_without_the_logits_the_scores_are_the_same_and_reading_them_names_the_setting(runs):
+    kept, lean = runs
+    assert (kept.path / "artifacts" / "dynamics_logits.npy").exists()
+    assert not (lean.path / "artifacts" / "dynamics_logits.npy").exists()
+    for column in ("score_learning_speed", "score_early_learning", "mislabeled_score"):
+        np.testing.assert_array_equal(kept.scores[column], lean.scores[column], err_msg=column)
+    with pytest.raises(FileNotFoundError, match="keep_logits"):
+        curator.Dynamics(lean.path / "artifacts").logits
+
+
+def test_the_early_learning_beta_is_the_one_the_engine_records(noisy_digits, tmp_path):
+    root, _ = noisy_digits
+    config = tmp_path / "curator.toml"
+    config.write_text("[scorers.early_learning]\nbeta = 0.9\n")
+    run = curator.score(root, out=tmp_path / "run", epochs=2, scorers="early_learning", config=config, progress=False)
+    assert run.manifest["config"]["train"]["ema_beta"] == 0.9
+    assert curator.Dynamics(run.path / "artifacts").ema_beta == 0.9
+
+
+def test_keep_logits_auto_keeps_them_up_to_a_gibibyte():
+    config = TrainConfig(epochs=6)
+    assert config.keeps_logits(60_000, 10)                    # 14 MB
+    assert not config.keeps_logits(200_000, 1_000)            # 4.8 GB
+    assert TrainConfig(keep_logits="always").keeps_logits(10**6, 1000)
+    with pytest.raises(curator.ConfigError, match="keep_logits"):
+        TrainConfig(keep_logits="sometimes")
+
+
+@pytest.mark.parametrize("kind, bf16, expected", [("cpu", True, None), ("cuda", True, torch.bfloat16),
+                                                  ("cuda", False, None)])
+def test_training_uses_bf16_only_on_a_gpu_that_supports_it(monkeypatch, kind, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert folds.autocast_dtype(torch.device(kind)) is expected
