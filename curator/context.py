@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine.inputs import InputBank, Normalizer
+from .engine.inputs import InputBank, Normalizer, shared_bank
 from .engine.models import ModelSpec, build_model
 
 
@@ -226,7 +226,7 @@ class ScoreContext:
     def _bank(self) -> InputBank:
         if self._through_backbone:
             return InputBank(self.images_array, Normalizer("identity", (), ()), self.device)
-        return InputBank(self.inputs_array, Normalizer.from_dict(self._model_info["normalizer"]), self.device)
+        return shared_bank(self.inputs_array, Normalizer.from_dict(self._model_info["normalizer"]), self.device)
 
     def inputs(self, index: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised model inputs for example indices ``index`` (B,), as the proxies saw them, on ``device``

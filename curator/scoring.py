@@ -25,6 +25,7 @@ from .context import Dynamics, ScoreContext
 from .data import Examples, check_format, load_dataset
 from .device import select_device
 from .engine.features import load_examples, proxy_inputs
+from .engine.inputs import release_banks
 from .engine.training import train_cross_fitted
 from .errors import ConfigError, CuratorError, PluginError, nearest
 from .flags import flag
@@ -210,6 +211,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
                         fold_backend, before)
         finally:
             fold_backend.stop()
+            release_banks()
             torch.set_num_threads(default_threads)
         staging.publish()
     except CuratorError:

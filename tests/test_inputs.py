@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +56,25 @@ def test_a_failing_gather_raises_in_the_caller(bank):
 
 def test_no_indices_give_no_batches(bank):
     assert list(bank.batches([])) == []
+
+
+def test_one_input_bank_serves_the_training_and_every_scorer(noisy_digits_run, tmp_path):
+    from conftest import score_context
+    from curator.engine.inputs import release_banks, shared_bank
+
+    root = Path(noisy_digits_run.manifest["dataset"]["path"])
+    first, second = score_context(root, noisy_digits_run), score_context(root, noisy_digits_run)
+    second = dataclasses.replace(second, inputs_array=first.inputs_array)
+    assert first._bank is second._bank                        # one upload to the device, not one per scorer
+    assert first._bank is shared_bank(first.inputs_array, first._bank.normalizer, first.device)
+    release_banks()
+    assert shared_bank(first.inputs_array, first._bank.normalizer, first.device) is not first._bank
+
+
+def test_normaliser_constants_are_made_once_per_device():
+    from curator.engine.inputs import _constants
+
+    norm = Normalizer("image", (0.5,), (0.25,))
+    assert _constants(norm, torch.device("cpu"))[0] is _constants(norm, torch.device("cpu"))[0]
+    x = torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)
+    torch.testing.assert_close(norm(x), torch.full((2, 1, 2, 2), 2.0))

@@ -25,7 +25,7 @@ import torch
 
 from ..engine import folds as fold_training
 from ..engine.folds import ArtifactSink, FoldJob
-from ..engine.inputs import InputBank
+from ..engine.inputs import InputBank, shared_bank
 from .base import Backend, PartsGatherer
 from .workers import WorkerPool, picklable
 
@@ -139,7 +139,7 @@ class LocalBackend(Backend):
             return
         self._folds_where = "this process"
         # Results go straight into the driver's memory maps: nothing is held per fold.
-        bank = InputBank(job.inputs, job.normalizer, self.fold_device)
+        bank = shared_bank(job.inputs, job.normalizer, self.fold_device)      # the scorers reuse it
         y_all = torch.as_tensor(np.array(job.labels, dtype=np.int64), device=self.fold_device)
         with _torch_threads(self._fold_threads if self.fold_device.type == "cpu" else None):
             for k in todo:          # looked up on the module, where the resume tests wrap it

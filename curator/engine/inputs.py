@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -47,12 +48,39 @@ class Normalizer:
         x = raw.float()
         if self.kind == "identity":
             return x
-        mean = torch.tensor(self.mean, device=x.device)
-        std = torch.tensor(self.std, device=x.device)
+        mean, std = _constants(self, x.device)
         if self.kind == "image":
             x = x / 255.0
-            mean, std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
         return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(normalizer: Normalizer, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of ``normalizer`` as tensors on ``device``, shaped to broadcast: made once, not per batch."""
+    shape = (1, -1, 1, 1) if normalizer.kind == "image" else (1, -1)
+    return (torch.tensor(normalizer.mean, device=device).view(shape),
+            torch.tensor(normalizer.std, device=device).view(shape))
+
+
+_BANKS: dict[tuple, "InputBank"] = {}
+
+
+def shared_bank(inputs: np.ndarray, normalizer: Normalizer, device: torch.device) -> "InputBank":
+    """The one :class:`InputBank` of this process for these inputs, normaliser and device: on a GPU the
+    inputs are uploaded once, for the proxies' training and for every scorer. :func:`release_banks`
+    lets them go."""
+    key = (id(inputs), normalizer, str(device))
+    bank = _BANKS.get(key)
+    if bank is None or bank._host is not inputs:
+        bank = _BANKS[key] = InputBank(inputs, normalizer, device)
+    return bank
+
+
+def release_banks() -> None:
+    """Drop the shared banks (and their GPU copies of the inputs)."""
+    _BANKS.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class InputBank:
