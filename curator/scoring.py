@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import platform
 import threading
 import resource
@@ -11,6 +13,7 @@ import traceback
 import uuid
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -21,6 +24,7 @@ import torch
 from . import __version__, history, store
 from .atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
 from .backends import Backend, get_backend
+from .backends.workers import WorkerError, WorkerPool, opened, picklable, shareable
 from .context import Dynamics, ScoreContext
 from .data import Examples, check_format, load_dataset
 from .device import select_device
@@ -109,30 +113,85 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _call_with_timeout(fn, timeout: float | None):
-    """Run ``fn()``; raise TimeoutError if it is still running after ``timeout`` seconds.
+class Deadlines:
+    """Runs scorers under a time limit (``--scorer-timeout``): :meth:`run` is :func:`run_scorer`,
+    stopped after ``timeout`` seconds (None: no limit) with a TimeoutError.
 
-    The scorer runs in a daemon thread: a hung scorer is abandoned (it cannot be killed) and the
-    run goes on without it.
+    With a limit, a scorer whose record pickles runs in a worker process (whole, one thread: the
+    numbers of a sharded run), which is killed when the time is up, so its memory and its GPU are
+    released; the clock starts once the worker is up. Any other scorer runs in a daemon thread,
+    abandoned when the time is up: a thread cannot be stopped.
     """
-    if not timeout:
-        return fn()
-    outcome: dict = {}
 
-    def target() -> None:
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
+    def __init__(self, timeout: float | None):
+        self.timeout = timeout
+        self._pool: WorkerPool | None = None
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"timed out after {timeout:g}s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    def _worker(self) -> WorkerPool:
+        if self._pool is None:
+            self._pool = WorkerPool(1)
+            self._pool.submit(_ready).result()          # started and imported before any clock runs
+        return self._pool
+
+    def run(self, entry: Registered, ctx: ScoreContext, backend: Backend) -> dict[str, np.ndarray]:
+        if not self.timeout:
+            return run_scorer(entry, ctx, backend)
+        if picklable(entry):
+            fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "progress"}
+            fields.update(inputs_array=shareable(ctx.inputs_array), images_array=shareable(ctx.images_array))
+            future = self._worker().submit(_score_in_worker, entry, fields)
+            try:
+                return future.result(self.timeout)
+            except FutureTimeout:
+                self.close()
+                raise TimeoutError(f"timed out after {self.timeout:g}s; its worker process was stopped") from None
+            except WorkerError as exc:
+                raise _as_raised(str(exc)) from None
+        outcome: dict = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = run_scorer(entry, ctx, backend)
+            except BaseException as exc:  # re-raised in the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"timed out after {self.timeout:g}s; it runs on in a thread that cannot be stopped")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(kill=True)
+            self._pool = None
+
+
+def _ready(report) -> bool:
+    from . import context, plugins  # noqa: F401  (what every scorer needs, imported once)
+    return True
+
+
+def _as_raised(worker_error: str) -> Exception:
+    """The exception a worker's traceback ends with (``ZeroDivisionError: division by zero``), as the
+    built-in class where it is one, so a failure reads the same wherever the scorer ran."""
+    last = worker_error.strip().splitlines()[-1]
+    name, _, message = last.partition(": ")
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind(message)
+    return PluginError(last)
+
+
+def _score_in_worker(entry: Registered, fields: dict, report) -> dict[str, np.ndarray]:
+    """Runs in a worker process: the scorer on the context ``fields`` describe."""
+    from .backends.local import LocalBackend
+
+    fields = {**fields, "inputs_array": opened(fields["inputs_array"]), "images_array": opened(fields["images_array"])}
+    return run_scorer(entry, ScoreContext(**fields), LocalBackend(cores=1))
 
 
 def _save_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -243,6 +302,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     columns: dict[str, np.ndarray] = {}
     scorer_log: dict[str, dict] = {}
     t0 = time.perf_counter()
+    deadlines = Deadlines(scorer_timeout)
     for entry in selected:
         name = entry.record.name
         saved = root / "columns" / f"{name}.npz"
@@ -260,7 +320,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         started = time.perf_counter()
         say(f"scorer {name} ...")
         try:
-            result = _call_with_timeout(lambda: run_scorer(entry, ctx, backend), scorer_timeout)
+            result = deadlines.run(entry, ctx, backend)
         except Exception as exc:
             if strict:
                 raise PluginError(f"scorer {name!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -274,6 +334,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                             "options": scorer_options[name]}
         _save_columns(saved, result)
         staging.mark(f"scorer {name}", scorer_log[name])
+    deadlines.close()
     timings = {"load": staging.done["load"], "train": staging.done["train"], "score": _done(t0)}
 
     t0 = time.perf_counter()

@@ -158,3 +158,23 @@ def test_sigkill_at_any_point_leaves_a_complete_run_or_a_resumable_partial(noisy
     run = curator.Run(out)
     assert run.manifest["status"] == "complete" and len(run.scores) == 1797
     assert not partial.exists()
+
+
+def test_a_timed_out_scorer_is_stopped_with_its_process(noisy_digits, tmp_path):
+    """A scorer that can travel runs under --scorer-timeout in a worker process, killed at the deadline:
+    its memory (and GPU, where it had one) go with it."""
+    import slow_scorers
+
+    root, _ = noisy_digits
+    pid_file = tmp_path / "pid"
+    config = tmp_path / "curator.toml"
+    config.write_text(f"[scorers.hangs_in_worker]\npid_file = {str(pid_file)!r}\n")
+    run = curator.score(root, out=tmp_path / "run", epochs=1, scorers="hangs_in_worker,learning_speed",
+                        scorer_timeout=8, config=config, plugins=[slow_scorers], progress=False)
+    log = run.manifest["scorers"]
+    assert log["hangs_in_worker"]["error"] == "TimeoutError: timed out after 8s; its worker process was stopped"
+    assert log["learning_speed"]["status"] == "done"
+    pid = int(pid_file.read_text())
+    assert pid != os.getpid()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

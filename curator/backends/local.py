@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
@@ -27,7 +27,7 @@ from ..engine import folds as fold_training
 from ..engine.folds import ArtifactSink, FoldJob
 from ..engine.inputs import InputBank, shared_bank
 from .base import Backend, PartsGatherer
-from .workers import WorkerPool, picklable
+from .workers import WorkerPool, opened, picklable, shareable
 
 if TYPE_CHECKING:
     from ..context import ScoreContext
@@ -44,28 +44,6 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class InputsFile:
-    """Inputs a worker reopens from their .npy file instead of receiving a pickled copy."""
-
-    path: str
-
-    def open(self) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r")
-
-
-def _shared_inputs(inputs: np.ndarray) -> InputsFile | np.ndarray:
-    """A memory-mapped .npy travels as its path; anything else as itself."""
-    filename = getattr(inputs, "filename", None)
-    if filename and str(filename).endswith(".npy") and np.load(filename, mmap_mode="r").shape == inputs.shape:
-        return InputsFile(str(filename))
-    return np.asarray(inputs)
-
-
-def _opened(inputs: InputsFile | np.ndarray) -> np.ndarray:
-    return inputs.open() if isinstance(inputs, InputsFile) else inputs
 
 
 class _ProgressReport:
@@ -87,7 +65,7 @@ def _fold_task(k: int, job: FoldJob, records: Mapping[str, str], artifacts: str,
                report: Callable[[int], None]) -> dict:
     """Runs in a worker process: train fold k, writing its rows into the driver's memory maps."""
     torch.set_num_threads(threads)
-    inputs = _opened(job.inputs)
+    inputs = opened(job.inputs)
     sink = ArtifactSink({name: np.load(path, mmap_mode="r+") for name, path in records.items()}, Path(artifacts),
                         job.labels, job.config.ema_beta)
     bank = InputBank(inputs, job.normalizer, torch.device("cpu"))
@@ -103,7 +81,7 @@ def _shard_task(scorer: "Scorer", context: dict, rows: np.ndarray, report) -> di
     from ..context import ScoreContext
 
     torch.set_num_threads(1)
-    ctx = ScoreContext(**{**context, "inputs_array": _opened(context["inputs_array"])})
+    ctx = ScoreContext(**{**context, "inputs_array": opened(context["inputs_array"])})
     return {name: np.asarray(values) for name, values in scorer.score_rows(ctx, rows).items()}
 
 
@@ -149,7 +127,7 @@ class LocalBackend(Backend):
     def _train_in_workers(self, todo: Sequence[int], job: FoldJob, sink: ArtifactSink,
                           progress: Callable[..., object] | None) -> Iterator[dict]:
         n_parallel = min(len(todo), max(1, self.cores // self._fold_threads))
-        shared = replace(job, inputs=_shared_inputs(job.inputs))
+        shared = replace(job, inputs=shareable(job.inputs))
         records = {name: str(array.filename) for name, array in sink.records.items()}
         steps = job.config.epochs * -(-int((job.folds != todo[0]).sum()) // job.config.batch_size)
         bar = progress(_Counter(), desc=f"{len(todo)} folds side by side, {self._fold_threads} threads each",
@@ -188,7 +166,7 @@ class LocalBackend(Backend):
                     gathered.add(rows, scorer.score_rows(ctx, rows))
         else:
             context = {"artifacts": ctx.artifacts, "labels": np.asarray(ctx.labels), "classes": list(ctx.classes),
-                       "ids": list(ctx.ids), "inputs_array": _shared_inputs(ctx.inputs_array),
+                       "ids": list(ctx.ids), "inputs_array": shareable(ctx.inputs_array),
                        "device": torch.device("cpu"), "seed": ctx.seed, "options": dict(ctx.options)}
             pool = self._workers()
             futures = {pool.submit(_shard_task, scorer, context, rows): rows for rows in shards}

@@ -19,7 +19,10 @@ import sys
 import threading
 import traceback
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
+
+import numpy as np
 
 _HEADER = struct.Struct("<Q")
 
@@ -41,6 +44,29 @@ def _read(stream: BinaryIO) -> object | None:
     (size,) = _HEADER.unpack(header)
     data = stream.read(size)
     return pickle.loads(data) if len(data) == size else None
+
+
+@dataclass(frozen=True)
+class InputsFile:
+    """Inputs a worker reopens from their .npy file instead of receiving a pickled copy."""
+
+    path: str
+
+    def open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+
+def shareable(array: np.ndarray | None) -> "InputsFile | np.ndarray | None":
+    """What a worker gets for ``array``: a memory-mapped .npy travels as its path, anything else as itself."""
+    filename = getattr(array, "filename", None)
+    if filename and str(filename).endswith(".npy") and np.load(filename, mmap_mode="r").shape == array.shape:
+        return InputsFile(str(filename))
+    return array if array is None else np.asarray(array)
+
+
+def opened(shared: "InputsFile | np.ndarray | None") -> np.ndarray | None:
+    """The array :func:`shareable` sent."""
+    return shared.open() if isinstance(shared, InputsFile) else shared
 
 
 def picklable(obj: object) -> bool:
