@@ -29,6 +29,7 @@ from .context import Dynamics, ScoreContext
 from .data import Examples, check_format, load_dataset
 from .device import select_device
 from .engine.features import load_examples, proxy_inputs
+from .engine.folds import deterministic_kernels
 from .engine.inputs import release_banks
 from .engine.training import train_cross_fitted
 from .errors import ConfigError, CuratorError, PluginError, nearest
@@ -266,8 +267,9 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
         torch.set_num_threads(settings.score.threads or default_threads)
         fold_backend.start(device_t)
         try:
-            _score_into(staging, examples, selected, scorer_options, settings, device_t, registry, progress, say,
-                        fold_backend, before)
+            with deterministic_kernels(settings.train.deterministic):
+                _score_into(staging, examples, selected, scorer_options, settings, device_t, registry, progress,
+                            say, fold_backend, before)
         finally:
             fold_backend.stop()
             release_banks()

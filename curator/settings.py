@@ -118,7 +118,7 @@ class BackboneSettings:
 _FLAT = {**{f.name: "dataset" for f in fields(DatasetSettings)},
          **{f.name: "score" for f in fields(ScoreSettings)},
          **{f.name: "backbone" for f in fields(BackboneSettings)},
-         **{name: "train" for name in ("folds", "epochs", "seed", "loss")},
+         **{name: "train" for name in ("folds", "epochs", "seed", "loss", "deterministic")},
          "max_flag_rate": "flags"}
 _CLASSES = {"dataset": DatasetSettings, "score": ScoreSettings, "train": TrainConfig, "flags": FlagConfig,
             "backbone": BackboneSettings}

@@ -78,3 +78,25 @@ def test_keep_logits_auto_keeps_them_up_to_a_gibibyte():
 def test_training_uses_bf16_only_on_a_gpu_that_supports_it(monkeypatch, kind, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert folds.autocast_dtype(torch.device(kind)) is expected
+
+
+def test_deterministic_runs_with_deterministic_kernels_only_and_restores_torch(noisy_digits, tmp_path):
+    from click.testing import CliRunner
+
+    from curator.cli import main
+
+    root, _ = noisy_digits
+    seen = []
+    original = folds._train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(folds, "_train", spy)
+        result = CliRunner().invoke(main, ["score", str(root), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                           "--scorers", "learning_speed", "--deterministic", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
+    assert curator.Run(tmp_path / "run").manifest["config"]["train"]["deterministic"] is True

@@ -58,10 +58,13 @@ import click
 @click.option("--backbone-weights", metavar="FILE|random",
               help="A state-dict file for the backbone, or random [its published weights].")
 @click.option("--backbone-size", type=int, metavar="PIXELS", help="Side images are resized to for the backbone [its own, 224].")
+@click.option("--deterministic", is_flag=True, default=None,
+              help="Deterministic kernels only: the same numbers every run on a GPU too (slower GPU kernels; "
+                   "no cost on the CPU, where runs are already repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress messages or summary; print only the run path.")
 def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label_column, image_size, on_error,
           loss, max_flag_rate, strict, scorer_timeout, resume, previous, review_again_above, backend, address,
-          threads, backbone, finetune, embeddings, backbone_weights, backbone_size, quiet):
+          threads, backbone, finetune, embeddings, backbone_weights, backbone_size, deterministic, quiet):
     """Score every example of DATASET and write a run directory.
 
     DATASET is an image folder (DATASET/<class>/<image>), a folder with manifest.csv|parquet
@@ -81,7 +84,8 @@ def score(dataset, out, scorers, folds, epochs, device, seed, config, fmt, label
                     max_flag_rate=max_flag_rate, strict=strict, scorer_timeout=scorer_timeout, backend=backend,
                     backbone=backbone, finetune=finetune, embeddings=None if embeddings is None else str(embeddings),
                     backbone_weights=backbone_weights, backbone_size=backbone_size,
-                    address=address, threads=threads, review_again_above=review_again_above)
+                    address=address, threads=threads, review_again_above=review_again_above,
+                    deterministic=deterministic)
     if not quiet:
         click.echo(summarize(run))
         click.echo()

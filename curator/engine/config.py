@@ -20,6 +20,8 @@ class TrainConfig:
 
     ema_beta: the early-learning target t <- ema_beta t + (1 - ema_beta) p recorded per example while
     the proxies train (the early_learning scorer's ``beta`` sets it). keep_logits: see :meth:`keeps_logits`.
+    deterministic: deterministic kernels only (``torch.use_deterministic_algorithms``): the same numbers
+    run after run on a GPU too, at the cost of slower kernels there; on the CPU nothing changes.
     """
 
     folds: int = 2
@@ -34,6 +36,7 @@ class TrainConfig:
     elr_beta: float = 0.7
     ema_beta: float = 0.7
     keep_logits: str = "auto"
+    deterministic: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -5,6 +5,8 @@ depends only on the job and the fold index."""
 from __future__ import annotations
 
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -96,6 +98,12 @@ def train_fold(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, ban
     """Train the fold-k proxy on every other fold; hand its dynamics rows, checkpoints, out-of-fold
     logits and embeddings to ``sink`` (an :class:`ArtifactSink` or anything with its three methods).
     Returns the fold's log (checkpoints with LR, accuracy). Depends only on (cfg.seed, k)."""
+    with deterministic_kernels(cfg.deterministic):
+        return _train(k, folds, cfg, spec, bank, y_all, device, sink, progress)
+
+
+def _train(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: InputBank, y_all: torch.Tensor,
+           device: torch.device, sink: ArtifactSink, progress: Callable[..., object] | None) -> dict:
     E, C = cfg.epochs, spec.n_classes
     amp = autocast_dtype(device)
     train_idx = np.flatnonzero(folds != k)
@@ -184,3 +192,21 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+@contextmanager
+def deterministic_kernels(enabled: bool):
+    """torch restricted to deterministic kernels for the block (when ``enabled``), as before after it.
+    cuBLAS needs its workspace setting before CUDA starts; it is set for this process and its workers."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch.backends.cudnn.benchmark = benchmark
