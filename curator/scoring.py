@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import __version__, history, store
-from .atomic import atomic_path, write_csv, write_json, write_npy, write_parquet
+from .atomic import atomic_path, write_csv, write_json, write_parquet
 from .backends import Backend, get_backend
 from .backends.workers import WorkerError, WorkerPool, opened, picklable, shareable
 from .context import Dynamics, ScoreContext
@@ -195,6 +195,20 @@ def _score_in_worker(entry: Registered, fields: dict, report) -> dict[str, np.nd
     return run_scorer(entry, ScoreContext(**fields), LocalBackend(cores=1))
 
 
+def softmax_rows(logits: np.ndarray, path: Path, chunk_bytes: int = 64 << 20) -> np.ndarray:
+    """(N, C) float32 softmax of ``logits`` written to ``path`` (an .npy, atomically) in row chunks of
+    ~64 MB, returned memory-mapped: no (N, C) copy in memory, whatever N x C."""
+    n, c = logits.shape
+    step = max(1, chunk_bytes // (4 * max(1, c)))
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, "w+", np.float32, (n, c))
+        for start in range(0, n, step):
+            out[start:start + step] = torch.softmax(torch.from_numpy(np.asarray(logits[start:start + step])), 1)
+        out.flush()
+        del out
+    return np.load(path, mmap_mode="r")
+
+
 def _save_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -299,7 +313,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
                                  backbone=fed.backbone)
     if not staging.finished("train"):
         staging.mark("train", _done(t0))
-    oof_probs = torch.softmax(torch.from_numpy(trained.oof_logits), 1).numpy().astype(np.float32)
+    oof_probs = softmax_rows(trained.oof_logits, root / "oof_probs.npy")
 
     columns: dict[str, np.ndarray] = {}
     scorer_log: dict[str, dict] = {}
@@ -362,11 +376,11 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
         linked.counts["kept_out_of_queue"] = int(flagged_ids - queue["id"].nunique())
         write_csv(root / "reviews.csv", linked.reviews)
     write_parquet(root / "scores.parquet", scores)
-    write_npy(root / "oof_probs.npy", oof_probs)
     write_json(root / "classes.json", examples.classes)
     write_csv(root / "review_queue.csv", queue)
     write_parquet(root / "review_queue.parquet", queue)
-    oof_acc = float((oof_probs.argmax(1) == examples.labels).mean())
+    oof_acc = sum(int((oof_probs[s:s + 65536].argmax(1) == examples.labels[s:s + 65536]).sum())
+                  for s in range(0, len(oof_probs), 65536)) / len(oof_probs)
     write_json(root / "manifest.json", {
         "status": "complete",
         "run_id": uuid.uuid4().hex,

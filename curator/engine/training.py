@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 @dataclass
 class TrainResult:
     folds: np.ndarray                      # (N,) int, the fold each example is held out in
-    oof_logits: np.ndarray                 # (N, C) float32
+    oof_logits: np.ndarray                 # (N, C) float32, memory-mapped
     embeddings: np.ndarray                 # (N, D) float32, out-of-fold penultimate features
     checkpoints: list[dict]                # {"fold", "epoch", "lr", "file"}
     spec: ModelSpec
@@ -131,6 +131,6 @@ def _train_with(backend: "Backend", device: torch.device, inputs: np.ndarray, la
     write_json(artifacts / "checkpoints.json", checkpoints)
     write_json(artifacts / "model.json", {"spec": spec.to_dict(), "normalizer": normalizer.to_dict(),
                                           "train_config": asdict(cfg), "backbone": backbone})
-    return TrainResult(folds, np.array(records["oof_logits"]), records["embeddings"], checkpoints, spec,
+    return TrainResult(folds, records["oof_logits"], records["embeddings"], checkpoints, spec,
                        normalizer, cfg, [log["train_accuracy"] for log in fold_logs],
                        time.perf_counter() - started)
