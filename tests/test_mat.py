@@ -149,3 +149,39 @@ def test_xrm_twins_hold_out_every_example_and_mark_the_minority(synthetic):
     assert holdout.shape == (1000, 2) and len(twins) == 2
     right = holdout.argmax(1) == y
     assert right[majority].mean() > 0.95 and right[~majority].mean() < 0.3
+
+
+def test_the_shift_of_three_examples_matches_the_hand_computation():
+    """Held-out softmax (τ = 1): x1 [3/4, 1/4], x2 [1/2, 1/2], x3 [1/4, 3/4]; labels 0, 0, 1.
+    Soft counts per held-out prediction j (rows) and label i (columns): [[5/4, 1/4], [3/4, 3/4]], so
+    p(y | ŷ=0) = [5/6, 1/6], p(y | ŷ=1) = [1/2, 1/2]; p_ho(y|x) = softmax · table:
+    x1 [3/4, 1/4], x2 [2/3, 1/3], x3 [7/12, 5/12]; the floor 0.3 lifts x1's 1/4 to 0.3."""
+    logits = np.log(np.array([[3, 1], [1, 1], [1, 3]], dtype=np.float32))
+    labels = np.array([0, 0, 1])
+    np.testing.assert_allclose(label_given_holdout(logits, labels, tau=1.0), [[5 / 6, 1 / 6], [1 / 2, 1 / 2]],
+                               rtol=1e-6)
+    expected = np.log([[3 / 4, 0.3], [2 / 3, 1 / 3], [7 / 12, 5 / 12]])
+    np.testing.assert_allclose(log_prior(logits, labels, tau=1.0, floor=0.3), expected, rtol=1e-6)
+
+
+def test_the_temperature_sharpens_the_held_out_prediction_before_counting():
+    """τ = 1/2 squares the odds: x1 [9/10, 1/10], x2 [1/2, 1/2], x3 [1/10, 9/10]."""
+    logits = np.log(np.array([[3, 1], [1, 1], [1, 3]], dtype=np.float32))
+    table = label_given_holdout(logits, np.array([0, 0, 1]), tau=0.5)
+    # ŷ=0: labels 0 get 0.9 + 0.5, label 1 gets 0.1; ŷ=1: labels 0 get 0.1 + 0.5, label 1 gets 0.9
+    np.testing.assert_allclose(table, [[1.4 / 1.5, 0.1 / 1.5], [0.6 / 1.5, 0.9 / 1.5]], rtol=1e-6)
+
+
+def test_groupdro_moves_its_weight_to_the_group_it_fits_worst():
+    """Group 0 is separable, group 1 has random labels: the exponentiated-gradient weights must leave the
+    uniform start for the group whose loss stays high."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    groups = np.r_[np.zeros(300, int), np.ones(100, int)]
+    labels = np.where(groups == 0, (x[:, 0] > 0).astype(int), rng.integers(0, 2, 400))
+    torch.manual_seed(0)
+    fitted = fit(nn.Linear(5, 2), TensorBank(x), np.arange(400), labels, Hyper(epochs=5, batch_size=50, lr=0.1),
+                 groups=groups, dro_step=0.05)
+    assert fitted.group_weights.shape == (2,)
+    assert fitted.group_weights.sum() == pytest.approx(1.0)
+    assert fitted.group_weights[1] > 0.6             # from 0.5: towards the group of random labels

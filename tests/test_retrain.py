@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,8 @@ from curator.cli import main
 from conftest import assert_clean_failure  # noqa: E402
 from curator.data import load_dataset
 from curator.engine.inputs import InputBank
-from curator.engine.models import ModelSpec, build_model
 from curator.retrain import RetrainConfig, Retrainer, accuracy_report, load_model, predict_logits
+from curator.retrain.models import FinalModelSpec, build_final_model
 
 NO_VAL = RetrainConfig(selection="last", epochs=1)
 
@@ -89,6 +90,92 @@ def test_reweight_down_weights_suspects_and_balances_each_class_spurious_minorit
     assert info["spurious_up_weighted"] == spurious.sum() > 10
 
 
+class RecordedFits:
+    """Every call of ``curator.retrain.methods.fit``: its model, rows, labels, hyper and keyword arguments."""
+
+    def __init__(self, monkeypatch):
+        import curator.retrain.methods as methods
+
+        self.calls = []
+        real = methods.fit
+
+        def recording(model, bank, rows, labels, hyper, **kwargs):
+            fitted = real(model, bank, rows, labels, hyper, **kwargs)
+            self.calls.append({"model": model, "rows": np.array(rows), "labels": np.array(labels), "hyper": hyper,
+                               **kwargs})
+            return fitted
+        monkeypatch.setattr(methods, "fit", recording)
+
+
+def test_jtt_upweights_exactly_the_rows_its_early_model_misclassifies(trainer, monkeypatch):
+    fits = RecordedFits(monkeypatch)
+    config = RetrainConfig(selection="last", epochs=2, jtt_epochs=1, upweights=(7.0,), augment="none")
+    jtt = Retrainer(trainer.data, config=config, device="cpu")
+    result = jtt.train("jtt")
+    early, final = fits.calls
+    assert early["hyper"].epochs == 1 and early.get("weights") is None
+    predicted = predict_logits(early["model"], jtt.bank, early["rows"]).argmax(1)
+    wrong = predicted != early["labels"]
+    assert 0 < wrong.sum() < len(wrong)
+    np.testing.assert_array_equal(final["rows"], early["rows"])
+    np.testing.assert_array_equal(final["weights"], np.where(wrong, 7.0, 1.0))
+    assert result.info["error_set"] == wrong.sum()
+
+
+def test_relabel_trains_on_the_suggested_labels_of_confident_suspects(noisy_digits, noisy_digits_run, monkeypatch):
+    run = curator.Run(noisy_digits_run.path)
+    scores = run.scores.copy()
+    n = len(scores)
+    given = scores["label"].astype(int).to_numpy()
+    suggested = (given + 3) % 10
+    confident, doubtful, outlier = np.arange(0, 40), np.arange(40, 60), np.arange(60, 70)
+    probs = np.full((n, 10), 0.05, np.float32)
+    probs[confident, suggested[confident]] = 0.8
+    probs[doubtful, suggested[doubtful]] = 0.2
+    scores["is_mislabeled"] = np.isin(np.arange(n), np.r_[confident, doubtful])
+    scores["is_outlier"] = np.isin(np.arange(n), outlier)
+    scores["suggested_label"] = np.where(scores["is_mislabeled"], suggested.astype(str), scores["label"])
+    run.__dict__["scores"], run.__dict__["oof_probs"] = scores, probs
+    fits = RecordedFits(monkeypatch)
+    relabel = Retrainer(noisy_digits[0], run=run, config=RetrainConfig(selection="last", epochs=1, relabel_confidence=0.5),
+                        device="cpu")
+    result = relabel.train("relabel")
+    (call,) = fits.calls
+    trained = {relabel.data.ids[r]: relabel.classes[y] for r, y in zip(call["rows"], call["labels"])}
+    ids = scores["id"].to_numpy()
+    assert {ids[i]: str(suggested[i]) for i in confident}.items() <= trained.items()
+    assert not set(ids[np.r_[doubtful, outlier]]) & set(trained)
+    rest = np.arange(70, n)
+    assert {ids[i]: str(given[i]) for i in rest} == {i: trained[i] for i in ids[rest]}
+    assert result.info["relabelled"] == 40 and result.info["dropped"] == 30
+
+
+def test_groupdro_reports_the_most_weight_on_its_worst_training_group(grouped_digits):
+    data = load_dataset(grouped_digits)
+    hard = (data.metadata["group"] == "high-1").to_numpy()    # shuffled labels: the group no model can fit
+    labels = data.labels.copy()
+    labels[hard] = np.random.default_rng(0).permutation(labels[hard])
+    trainer = Retrainer(replace(data, labels=labels), config=RetrainConfig(epochs=3, dro_step=0.3, val_fraction=0.25),
+                        device="cpu")
+    weights = trainer.train("groupdro").info["group_weights"]
+    assert set(weights) == {"low-0", "low-1", "high-0", "high-1"}
+    assert max(weights, key=weights.get) == "high-1" and weights["high-1"] > 0.4      # from 0.25 each
+
+
+def test_mat_reports_selection_on_true_and_on_inferred_validation_groups(grouped_digits):
+    trainer = Retrainer(grouped_digits, config=RetrainConfig(epochs=2, val_fraction=0.25, holdout="xrm",
+                                                            floors=(0.01, 0.1)), device="cpu")
+    result = trainer.train("mat")
+    assert set(result.selections) == {"worst-group", "worst-group-inferred", "accuracy"}
+    assert result.selections["worst-group"]["val"]["groups"] == "true"
+    inferred = result.selections["worst-group-inferred"]
+    assert inferred["val"]["groups"] == "inferred"
+    assert set(inferred["selected"]) == {"lr", "weight_decay", "tau", "floor", "epoch"}
+    assert inferred["selected"]["tau"] == 1.0 and inferred["selected"]["floor"] in (0.01, 0.1)
+    assert set(inferred["per_group"]) == {"low-0", "low-1", "high-0", "high-1"}     # evaluated on true groups
+    assert result.selected == result.selections["worst-group"]["selected"]
+
+
 @pytest.mark.parametrize("method, options", [("jtt", {}), ("mat", {"holdout": "xrm"}), ("groupdro", {})])
 def test_methods_without_a_run_train_and_report_on_true_groups(method, options, grouped_digits):
     trainer = Retrainer(grouped_digits, config=RetrainConfig(epochs=2, val_fraction=0.25, **options), device="cpu")
@@ -141,7 +228,7 @@ def test_model_pt_is_a_state_dict_that_reproduces_the_reported_accuracy(mat_out,
     out, _ = mat_out
     state = torch.load(out / "model.pt", weights_only=True)
     info = json.loads((out / "model.json").read_text())
-    model = build_model(ModelSpec.from_dict(info["spec"]))
+    model = build_final_model(FinalModelSpec.from_dict(info["spec"]))
     model.load_state_dict(state)
     loaded, normalizer, classes = load_model(out)
     data = load_dataset(grouped_digits)

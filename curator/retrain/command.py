@@ -16,10 +16,10 @@ from .. import __version__
 from ..adapter import DatasetSettings
 from ..atomic import atomic_path, write_json
 from ..engine.inputs import Normalizer
-from ..engine.models import ModelSpec, build_model
 from ..errors import ConfigError
 from .config import METHODS, RetrainConfig
 from .methods import Retrainer
+from .models import FinalModelSpec, build_final_model
 
 @dataclass
 class RetrainResult:
@@ -47,7 +47,7 @@ def retrain(dataset, *, method: str = "mat", run=None, eval=None, val=None, appl
         config = replace(config or RetrainConfig(), **options)
     except TypeError as exc:
         raise ConfigError(f"retrain: {exc}") from exc
-    if method in ("clean", "reweight") and run is None and not (method == "clean" and applied_reviews is not None):
+    if method in ("clean", "reweight", "relabel") and run is None and not (method == "clean" and applied_reviews is not None):
         raise ConfigError(f"--method {method} needs --run RUN (a finished `curator score` run over DATASET)"
                           + (" or --applied-reviews" if method == "clean" else ""))
     if method == "mat" and config.holdout == "proxies" and run is None:
@@ -76,7 +76,7 @@ def retrain(dataset, *, method: str = "mat", run=None, eval=None, val=None, appl
                 "groups": trainer.val.group_source} if trainer.val is not None else None,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         "device": trainer.device.type,
-        "model": trainer.spec.to_dict(),
+        "model": {**trainer.spec.to_dict(), "augment": config.augment, "epochs": config.epochs},
         "results": {name: r.summary() for name, r in results.items()},
         "gain": _gain(chosen.eval, results["erm"].eval),
     }
@@ -103,6 +103,6 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Normal
     """Rebuild a retrained model from OUT/ (model.json + model.pt): (model in eval mode, normaliser, classes)."""
     path = Path(path)
     info = json.loads((path / "model.json").read_text())
-    model = build_model(ModelSpec.from_dict(info["spec"]))
+    model = build_final_model(FinalModelSpec.from_dict(info["spec"]))
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     return model.eval(), Normalizer.from_dict(info["normalizer"]), info["classes"]

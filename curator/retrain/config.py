@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-METHODS = ("erm", "clean", "reweight", "jtt", "mat", "groupdro")
+METHODS = ("erm", "clean", "reweight", "relabel", "jtt", "mat", "groupdro")
 HOLDOUTS = ("proxies", "xrm")
 SELECTIONS = ("worst-group", "accuracy", "last")
+MODELS = ("proxy", "wide", "resnet")          # builders in curator.retrain.models
+AUGMENTS = ("auto", "none", "crop", "flip", "crop-flip")
 
 @dataclass(frozen=True)
 class Hyper:
@@ -38,10 +40,17 @@ class RetrainConfig:
     best validation score (``selection``) is kept; the ERM baseline searches the same ``lrs`` × ``weight_decays``.
 
     epochs/batch_size/lrs/weight_decays: the training budget of every model (batch None: 128, or fewer for
-    small sets so each epoch has ~30 steps). width: channels of the first conv (the proxies use 16).
-    taus/floor/holdout: MAT temperature grid, probability floor, source of held-out logits.
+    small sets so each epoch has ~30 steps).
+    model/width: the final model's architecture (``MODELS``: ``proxy`` is the proxies' own, ``wide`` a VGG-style
+    CNN, ``resnet`` a small ResNet; see ``curator.retrain.models``) and its base channel count.
+    augment: ``auto`` (random crops for images, nothing for vectors), ``none``, ``crop``, ``flip``, ``crop-flip``.
+    taus/floors/holdout: MAT temperature and probability-floor grids, source of held-out logits.
+    holdout_epochs: epochs of the XRM twins (``holdout="xrm"``; None: ``epochs``). The twins use the
+    proxies' architecture at width 16 and no augmentation: the held-out model should be the cheap one.
     jtt_epochs/upweights: JTT's early-stopped identification model and its error-set upsampling grid λ.
     dro_step: GroupDRO's exponentiated-gradient step on the group weights.
+    relabel_confidence: ``relabel`` takes the suggested label of a flagged example when the held-out
+    probability of that label is at least this; flagged examples below it are dropped.
     val_fraction: share of DATASET held out for validation when no validation set is given.
     selection: ``worst-group`` (true groups if the validation set has a ``group`` column, else class ×
     held-out-correct), ``accuracy``, or ``last`` (no selection: the last epoch of a single setting).
@@ -51,13 +60,17 @@ class RetrainConfig:
     batch_size: int | None = None
     lrs: tuple[float, ...] = (0.05,)
     weight_decays: tuple[float, ...] = (5e-4,)
+    model: str = "proxy"
     width: int = 16
+    augment: str = "auto"
     taus: tuple[float, ...] = (1.0,)
-    floor: float = 0.01
+    floors: tuple[float, ...] = (0.01,)
     holdout: str = "proxies"
+    holdout_epochs: int | None = None
     jtt_epochs: int = 1
     upweights: tuple[float, ...] = (10.0,)
     dro_step: float = 0.01
+    relabel_confidence: float = 0.5
     val_fraction: float = 0.1
     selection: str = "worst-group"
     seed: int = 0
@@ -67,19 +80,29 @@ class RetrainConfig:
         set_("lrs", _grid("--lr", self.lrs))
         set_("weight_decays", _grid("--weight-decay", self.weight_decays, positive=False))
         set_("taus", _grid("--tau", self.taus))
+        set_("floors", _grid("--floor", self.floors))
         set_("upweights", _grid("--upweight", self.upweights))
         if self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs}: need at least 1 epoch")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be positive")
+        if self.model not in MODELS:
+            raise ConfigError(f"--model {self.model!r}: expected one of {', '.join(MODELS)}")
         if self.width < 1:
             raise ConfigError(f"--width {self.width}: must be positive")
-        if not 0 < self.floor < 1:
-            raise ConfigError(f"--floor {self.floor}: must be in (0, 1)")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"--augment {self.augment!r}: expected one of {', '.join(AUGMENTS)}")
+        for floor in self.floors:
+            if not 0 < floor < 1:
+                raise ConfigError(f"--floor {floor}: must be in (0, 1)")
         if self.holdout not in HOLDOUTS:
             raise ConfigError(f"--holdout {self.holdout!r}: expected one of {', '.join(HOLDOUTS)}")
+        if self.holdout_epochs is not None and self.holdout_epochs < 1:
+            raise ConfigError(f"--holdout-epochs {self.holdout_epochs}: need at least 1 epoch")
         if not 1 <= self.jtt_epochs <= self.epochs:
             raise ConfigError(f"--jtt-epochs {self.jtt_epochs}: must be between 1 and --epochs ({self.epochs})")
+        if not 0 <= self.relabel_confidence <= 1:
+            raise ConfigError(f"--relabel-confidence {self.relabel_confidence}: must be in [0, 1]")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"--val-fraction {self.val_fraction}: must be in [0, 1)")
         if self.selection not in SELECTIONS:

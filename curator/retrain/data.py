@@ -73,11 +73,25 @@ def read_applied_reviews(path: str | Path, examples: Examples) -> tuple[np.ndarr
 
 @dataclass
 class EvalSet:
-    """Rows of a bank to evaluate on, with labels in training class order and optional group names."""
+    """Rows of a bank to evaluate on, with labels in training class order and optional group names.
+
+    groups: (n,) the true groups (a ``group`` column) or None; inferred: (n,) class × held-out-correct
+    groups, filled in when held-out predictions for these rows exist, or None.
+    """
 
     name: str
     bank: object
     rows: np.ndarray
     labels: np.ndarray
     groups: np.ndarray | None
-    group_source: str | None      # "true", "inferred" or None
+    inferred: np.ndarray | None = None
+
+    @property
+    def selection_groups(self) -> np.ndarray | None:
+        """The groups worst-group selection uses: the true ones when given, else the inferred ones."""
+        return self.groups if self.groups is not None else self.inferred
+
+    @property
+    def group_source(self) -> str | None:
+        """``true``, ``inferred`` or None: where :attr:`selection_groups` come from."""
+        return "true" if self.groups is not None else "inferred" if self.inferred is not None else None

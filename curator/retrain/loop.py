@@ -33,17 +33,29 @@ class TensorBank:
 
 @dataclass
 class Fitted:
-    """What :func:`fit` did: the kept epoch (1-based), its validation score and every epoch's score."""
+    """What :func:`fit` did.
 
-    epoch: int
-    score: tuple | None
+    best: criterion -> (score, epoch (1-based)) of the best epoch under each criterion ``select`` returned;
+    states: criterion -> that epoch's ``state_dict`` (the model itself holds the first criterion's);
+    history: every epoch's scores; group_weights: GroupDRO's final weights q, (G,), or None.
+    """
+
+    best: dict = field(default_factory=dict)
+    states: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+    group_weights: np.ndarray | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The kept epoch of the first criterion (the last epoch without ``select``)."""
+        return next(iter(self.best.values()))[1]
 
 
 def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyper, *, seed: int = 0,
         device: torch.device = torch.device("cpu"), weights: np.ndarray | None = None,
         log_prior: np.ndarray | None = None, groups: np.ndarray | None = None, dro_step: float = 0.01,
-        select: Callable[[nn.Module], tuple] | None = None) -> Fitted:
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        select: Callable[[nn.Module], dict[str, tuple]] | None = None) -> Fitted:
     """Train ``model`` in place with SGD (Nesterov momentum, warm-up + cosine) and return what was kept.
 
     rows: (n,) indices into ``bank``; labels: (n,) int targets of those rows.
@@ -51,7 +63,10 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
     log_prior: (n, C) MAT adjustment added (detached) to the logits in the loss only.
     groups: (n,) int group of each row for GroupDRO (Sagawa et al. 2020): the loss is Σ_g q_g ℓ_g with
     q_g ← q_g·exp(dro_step·ℓ_g) after every batch.
-    select: called after every epoch; the epoch with the highest returned tuple is restored at the end.
+    augment: applied to every training batch (never to what ``select`` or :func:`predict_logits` sees).
+    select: called after every epoch; returns criterion -> score tuple (higher is better). The best epoch of
+    each criterion is kept (``Fitted.states``); the model ends as the best epoch of the first criterion.
+    Without it the model ends as trained (the last epoch).
     """
     rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
@@ -68,8 +83,7 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
     use_bf16 = device.type == "cuda"
     opt = ScheduledSGD(model.parameters(), hyper.epochs * math.ceil(n / batch), hyper.lr, hyper.momentum,
                        hyper.weight_decay)
-    best, best_state, history = None, None, []
-    kept = hyper.epochs
+    fitted = Fitted()
     for epoch in range(hyper.epochs):
         model.train()
         order = (torch.multinomial(draw, n, replacement=True, generator=gen) if draw is not None
@@ -77,6 +91,8 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
         for start in range(0, n, batch):
             pos = order[start:start + batch]
             x = bank.batch(rows_dev[pos])
+            if augment is not None:
+                x = augment(x)
             pos_dev = pos.to(device)
             y = y_all[pos_dev]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -99,15 +115,19 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
                 loss = losses.mean()
             opt.step(loss)
         if select is not None:
-            score = tuple(select(model))
-            history.append(score)
-            if best is None or score > best:
-                best, kept = score, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            scores = {name: tuple(score) for name, score in select(model).items()}
+            fitted.history.append(scores)
+            for name, score in scores.items():
+                if name not in fitted.best or score > fitted.best[name][0]:
+                    fitted.best[name] = (score, epoch + 1)
+                    fitted.states[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if fitted.states:
+        model.load_state_dict(next(iter(fitted.states.values())))
+    else:
+        fitted.best = {"last": ((), hyper.epochs)}
+    fitted.group_weights = q.cpu().numpy() if q is not None else None
     model.eval()
-    return Fitted(kept, best, history)
+    return fitted
 
 
 @torch.no_grad()

@@ -1,11 +1,12 @@
-"""The methods: :class:`Retrainer` loads the data once and trains erm, clean, reweight, jtt, mat or
-groupdro on it, each selected on validation."""
+"""The methods: :class:`Retrainer` loads the data once and trains erm, clean, reweight, relabel, jtt, mat or
+groupdro on it, each selected on validation under every criterion it can compute (true-group and
+inferred-group worst-group accuracy, accuracy), reported side by side."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -18,17 +19,26 @@ from ..engine.inputs import InputBank, Normalizer
 from ..engine.models import ModelSpec, build_model
 from ..errors import ConfigError, RunError
 from ..store import Run
+from .augment import make_augment
 from .config import METHODS, Hyper, RetrainConfig
 from .data import EvalSet, aligned_labels, group_column, load_set, read_applied_reviews
 from .evaluation import accuracy_report, inferred_groups
 from .holdout import xrm_holdout_logits
 from .loop import fit, predict_logits
 from .mat import label_given_holdout, log_prior
+from .models import FinalModelSpec, build_final_model, check_architecture
+
+GRID_FIELDS = ("lrs", "weight_decays", "taus", "floors", "upweights")
 
 
 @dataclass
 class MethodResult:
-    """One trained method: the model, its chosen settings, and its validation and evaluation reports."""
+    """One trained method: the model, its chosen settings, and its validation and evaluation reports.
+
+    model/selected/val/eval: under the configured selection criterion. selections: criterion ->
+    {selected, val, eval} for every criterion the validation set allowed (``worst-group``: true groups,
+    else inferred; ``worst-group-inferred``: inferred groups beside true ones; ``accuracy``; or ``last``).
+    """
 
     method: str
     model: nn.Module
@@ -37,10 +47,11 @@ class MethodResult:
     eval: dict
     info: dict
     seconds: float
+    selections: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {**self.eval, "selected": self.selected, "val": self.val, "training": self.info,
-                "seconds": round(self.seconds, 1)}
+                "selections": self.selections, "seconds": round(self.seconds, 1)}
 
 
 class Retrainer:
@@ -64,9 +75,11 @@ class Retrainer:
         self.applied_reviews = applied_reviews
         self.normalizer = Normalizer.fit(self.data.inputs, self.data.kind)
         self.bank = InputBank(self.data.inputs, self.normalizer, self.device)
-        self.spec = ModelSpec(kind="cnn" if self.data.kind == "image" else "mlp",
-                              input_shape=tuple(self.data.inputs.shape[1:]), n_classes=len(self.classes),
-                              width=config.width)
+        kind = "cnn" if self.data.kind == "image" else "mlp"
+        check_architecture(config.model, kind)
+        self.spec = FinalModelSpec(config.model, ModelSpec(kind=kind, input_shape=tuple(self.data.inputs.shape[1:]),
+                                                           n_classes=len(self.classes), width=config.width))
+        make_augment(config.augment, self.data.kind)            # a bad --augment fails here, before training
         self.train_groups = group_column(self.data)
         n = len(self.data)
         self._holdout: np.ndarray | None = None
@@ -77,7 +90,7 @@ class Retrainer:
             ex = load_set(val, "--val", loader)
             self.train_rows = np.arange(n)
             self.val = EvalSet(f"--val {ex.root}", InputBank(ex.inputs, self.normalizer, self.device),
-                               np.arange(len(ex)), aligned_labels(ex, self.data, "--val"), group_column(ex), None)
+                               np.arange(len(ex)), aligned_labels(ex, self.data, "--val"), group_column(ex))
         elif config.val_fraction > 0 and config.selection != "last":
             from sklearn.model_selection import train_test_split
 
@@ -88,23 +101,21 @@ class Retrainer:
             self.train_rows, val_rows = np.sort(self.train_rows), np.sort(val_rows)
             groups = self.train_groups[val_rows] if self.train_groups is not None else None
             self.val = EvalSet(f"{config.val_fraction:.0%} of DATASET", self.bank, val_rows,
-                               self.data.labels[val_rows], groups, None)
+                               self.data.labels[val_rows], groups)
         else:
             self.train_rows, self.val = np.arange(n), None
-        if self.val is not None and self.val.groups is not None:
-            self.val.group_source = "true"
 
         if eval is not None:
             ex = load_set(eval, "--eval", loader)
-            groups = group_column(ex)
             self.eval = EvalSet(f"--eval {ex.root}", InputBank(ex.inputs, self.normalizer, self.device),
-                                np.arange(len(ex)), aligned_labels(ex, self.data, "--eval"), groups,
-                                "true" if groups is not None else None)
+                                np.arange(len(ex)), aligned_labels(ex, self.data, "--eval"), group_column(ex))
         else:
             self.eval = self.val
-        if self.val is None and (len(config.lrs) > 1 or len(config.weight_decays) > 1 or len(config.taus) > 1
-                                 or len(config.upweights) > 1):
-            raise ConfigError("a grid (--lr/--weight-decay/--tau/--upweight with several values) needs a "
+        self._check_grid(config)
+
+    def _check_grid(self, config: RetrainConfig) -> None:
+        if self.val is None and any(len(getattr(config, name)) > 1 for name in GRID_FIELDS):
+            raise ConfigError("a grid (--lr/--weight-decay/--tau/--floor/--upweight with several values) needs a "
                               "validation set: give --val or a --val-fraction above 0")
 
     # ---- the run and held-out predictions
@@ -130,13 +141,14 @@ class Retrainer:
         """(N, C) held-out logits for every example of DATASET: the run's cross-fitted proxies
         (``artifacts/oof_logits.npy``) or, with ``holdout="xrm"``, two XRM twins trained here."""
         if self._holdout is None:
-            if self.config.holdout == "xrm":
-
+            cfg = self.config
+            if cfg.holdout == "xrm":
                 self.say("training XRM twins for held-out logits ...")
-                hyper = self.config.hyper(len(self.data), self.config.lrs[0], self.config.weight_decays[0])
+                hyper = cfg.hyper(len(self.data), cfg.lrs[0], cfg.weight_decays[0], epochs=cfg.holdout_epochs)
+                twin = replace(self.spec.spec, width=16)
                 self._holdout, self._twins = xrm_holdout_logits(
-                    lambda: build_model(self.spec), self.bank, self.data.labels, len(self.classes), hyper,
-                    seed=self.config.seed, device=self.device)
+                    lambda: build_model(twin), self.bank, self.data.labels, len(self.classes), hyper,
+                    seed=cfg.seed, device=self.device)
             else:
                 run = self._need_run("--method mat with --holdout proxies")
                 path = run.path / "artifacts" / "oof_logits.npy"
@@ -170,39 +182,43 @@ class Retrainer:
             models.append(_Renormalized(model, self.normalizer, theirs).to(self.device))
         return models
 
-    def _ensure_val_groups(self) -> None:
-        """Infer validation groups (class × held-out-correct) when the validation set has none."""
+    def _infer_val_groups(self) -> None:
+        """Fill in the validation set's inferred groups (class × held-out-correct) from the configured held-out
+        source: the run's proxies (none without a run) or the XRM twins (trained here once)."""
         val = self.val
-        if val is None or val.groups is not None or self.config.selection != "worst-group":
+        if val is None or val.inferred is not None or self.config.selection == "last":
             return
+        if self.config.holdout == "proxies" and self.run is None:
+            return
+        holdout = self.holdout_logits()
         if val.bank is self.bank:                    # carved from DATASET: the held-out logits cover it
-            if self.run is None and self._holdout is None:
-                return
-            logits = self.holdout_logits()[val.rows]
+            logits = holdout[val.rows]
         else:
-            if self.run is None and self._twins is None:
-                return
-            models = self.holdout_models()
             probs = sum(torch.softmax(torch.from_numpy(predict_logits(m, val.bank, val.rows, device=self.device)), 1)
-                        for m in models)
+                        for m in self.holdout_models())
             logits = np.log(probs.numpy() + 1e-12)
-        val.groups = inferred_groups(val.labels, logits, self.classes)
-        val.group_source = "inferred"
+        val.inferred = inferred_groups(val.labels, logits, self.classes)
 
-    def _score(self, model: nn.Module, split: EvalSet) -> dict:
+    def _score(self, model: nn.Module, split: EvalSet, groups: np.ndarray | None = None) -> dict:
         logits = predict_logits(model, split.bank, split.rows, device=self.device)
-        return accuracy_report(logits.argmax(1), split.labels, self.classes, split.groups)
+        return accuracy_report(logits.argmax(1), split.labels, self.classes, groups)
 
-    def _selector(self) -> Callable[[nn.Module], tuple] | None:
+    def _selector(self) -> Callable[[nn.Module], dict[str, tuple]] | None:
+        """Per-epoch validation scores, the configured criterion first; None for ``last`` or no validation."""
         val, how = self.val, self.config.selection
         if val is None or how == "last":
             return None
+        groups = val.selection_groups
 
-        def score(model: nn.Module) -> tuple:
-            report = self._score(model, val)
-            if how == "worst-group" and val.groups is not None:
-                return (report["worst_group_accuracy"], report["accuracy"])
-            return (report["accuracy"],)
+        def score(model: nn.Module) -> dict[str, tuple]:
+            logits = predict_logits(model, val.bank, val.rows, device=self.device)
+            report = accuracy_report(logits.argmax(1), val.labels, self.classes, groups)
+            scores = {"worst-group": (report.get("worst_group_accuracy", report["accuracy"]), report["accuracy"]),
+                      "accuracy": (report["accuracy"],)}
+            if val.groups is not None and val.inferred is not None:
+                inferred = accuracy_report(logits.argmax(1), val.labels, self.classes, val.inferred)
+                scores["worst-group-inferred"] = (inferred["worst_group_accuracy"], inferred["accuracy"])
+            return {how: scores.pop(how), **scores}
         return score
 
     # ---- what each method changes
@@ -224,15 +240,39 @@ class Retrainer:
             flagged = scores["is_mislabeled"].to_numpy(bool) | scores["is_outlier"].to_numpy(bool)
             info = {"source": "run flags (is_mislabeled or is_outlier)", "dropped": int(flagged.sum())}
             return rows[~flagged], labels[~flagged], {}, info
+        if method == "relabel":
+            return self._relabel(rows, labels)
         if method == "reweight":
             return rows, labels, {"weights": self._reweight(rows, info)}, info
         if method == "groupdro":
             if self.train_groups is None:
                 raise ConfigError("--method groupdro needs a 'group' column in DATASET (true groups)")
             names, codes = np.unique(self.train_groups[rows], return_inverse=True)
-            info = {"groups": int(len(names))}
+            info = {"groups": [str(g) for g in names]}
             return rows, labels, {"groups": codes}, info
         return rows, labels, {}, info
+
+    def _relabel(self, rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+        """Flagged mislabel suspects whose suggested label has held-out probability >= relabel_confidence
+        train on that label; the other suspects and the outliers are dropped; the rest keep their label."""
+        run = self._need_run("--method relabel")
+        at = self.run_rows()[rows]
+        scores = run.scores.iloc[at]
+        index = {c: k for k, c in enumerate(self.classes)}
+        suggested = scores["suggested_label"].astype(str).map(index).to_numpy()
+        flagged = scores["is_mislabeled"].to_numpy(bool)
+        outlier = scores["is_outlier"].to_numpy(bool)
+        if np.isnan(suggested[flagged].astype(float)).any():
+            raise RunError(f"--run {run.path}: a suggested_label is not a class of DATASET")
+        suggested = np.where(flagged, suggested, labels).astype(np.int64)
+        confidence = run.oof_probs[at, suggested]
+        confident = flagged & ~outlier & (confidence >= self.config.relabel_confidence)
+        keep = ~((flagged & ~confident) | outlier)
+        new_labels = np.where(confident, suggested, labels)
+        info = {"source": "run flags (is_mislabeled: suggested_label; is_outlier: dropped)",
+                "relabelled": int(confident.sum()), "dropped": int((~keep).sum()),
+                "confidence": self.config.relabel_confidence}
+        return rows[keep], new_labels[keep], {}, info
 
     def _reweight(self, rows: np.ndarray, info: dict) -> np.ndarray:
         """Sampling weights: 1 − mislabeled_score for the flagged mislabel suspects, 1 for the rest; then each
@@ -257,64 +297,109 @@ class Retrainer:
 
     def _new_model(self) -> nn.Module:
         torch.manual_seed(self.config.seed)
-        return build_model(self.spec).to(self.device)
+        return build_final_model(self.spec).to(self.device)
 
-    def train(self, method: str) -> MethodResult:
-        """Train ``method`` over its grid, keep the best on validation, evaluate it."""
+    def _augment(self):
+        """A fresh augmentation for one training (its draws depend on the seed only, not on what trained before)."""
+        return make_augment(self.config.augment, self.data.kind, seed=self.config.seed)
+
+    def _variants(self, method: str, cfg: RetrainConfig, rows: np.ndarray, labels: np.ndarray, lr: float,
+                  wd: float, info: dict) -> list[tuple[dict, dict]]:
+        """(chosen settings, fit keyword arguments) of every grid point of ``method`` at (lr, wd)."""
+        if method == "mat":
+            holdout = self.holdout_logits()
+            return [({"tau": t, "floor": f}, {"log_prior": log_prior(holdout, self.data.labels, t, f)[rows]})
+                    for t in cfg.taus for f in cfg.floors]
+        if method == "jtt":
+            errors, _ = self.jtt_error_set(rows, labels, cfg.hyper(len(rows), lr, wd, epochs=cfg.jtt_epochs))
+            info["error_set"] = int(errors.sum())
+            return [({"upweight": lam}, {"weights": np.where(errors, lam, 1.0)}) for lam in cfg.upweights]
+        return [({}, {})]
+
+    def train(self, method: str, **grid) -> MethodResult:
+        """Train ``method`` over its grid, keep the best on validation under each criterion, evaluate.
+
+        grid: grid settings for this call only (``taus=(0.5,), floors=(0.05,)``; any of GRID_FIELDS).
+        """
         if method not in METHODS:
             raise ConfigError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        unknown = sorted(set(grid) - set(GRID_FIELDS))
+        if unknown:
+            raise ConfigError(f"train: {unknown[0]!r} is not a grid setting ({', '.join(GRID_FIELDS)})")
         started = time.perf_counter()
-        cfg = self.config
+        cfg = replace(self.config, **grid) if grid else self.config
+        self._check_grid(cfg)
         rows, labels, extra, info = self.plan(method)
         if method == "mat":
-
             holdout = self.holdout_logits()
             info["holdout"] = cfg.holdout
             info["holdout_accuracy"] = round(float((holdout.argmax(1) == self.data.labels).mean()), 4)
-        self._ensure_val_groups()
+        self._infer_val_groups()
         select = self._selector()
-        candidates = []
+        candidates: dict[str, list] = {}
+        order = 0
         for lr in cfg.lrs:
             for wd in cfg.weight_decays:
                 hyper = cfg.hyper(len(rows), lr, wd)
-                if method == "mat":
-                    variants = [({"tau": t}, {"log_prior": log_prior(holdout, self.data.labels, t, cfg.floor)[rows]})
-                                for t in cfg.taus]
-                elif method == "jtt":
-                    errors = self._jtt_errors(rows, labels, cfg.hyper(len(rows), lr, wd, epochs=cfg.jtt_epochs))
-                    info["error_set"] = int(errors.sum())
-                    variants = [({"upweight": lam}, {"weights": np.where(errors, lam, 1.0)}) for lam in cfg.upweights]
-                else:
-                    variants = [({}, {})]
-                for extra_hp, kwargs in variants:
+                for extra_hp, kwargs in self._variants(method, cfg, rows, labels, lr, wd, info):
                     self.say(f"{method}: lr {lr} weight decay {wd} {extra_hp or ''} ...")
                     model = self._new_model()
                     fitted = fit(model, self.bank, rows, labels, hyper, seed=cfg.seed, device=self.device,
-                                 select=select, dro_step=cfg.dro_step, **extra, **kwargs)
-                    chosen = {"lr": lr, "weight_decay": wd, **extra_hp, "epoch": fitted.epoch}
-                    candidates.append((fitted.score or (), len(candidates), model, chosen))
-        _, _, model, chosen = max(candidates, key=lambda c: (c[0], -c[1]))      # ties: the first trained
+                                 select=select, dro_step=cfg.dro_step, augment=self._augment(), **extra, **kwargs)
+                    order += 1
+                    for criterion, (score, epoch) in fitted.best.items():
+                        state = fitted.states.get(criterion) or {k: v.detach().clone()
+                                                                 for k, v in model.state_dict().items()}
+                        chosen = {"lr": lr, "weight_decay": wd, **extra_hp, "epoch": epoch}
+                        candidates.setdefault(criterion, []).append((score, -order, state, chosen, fitted))
+        selections, models = {}, {}
+        for criterion, options in candidates.items():
+            _, _, state, chosen, fitted = max(options, key=lambda c: (c[0], c[1]))     # ties: the first trained
+            model = self._new_model()
+            model.load_state_dict(state)
+            model.eval()
+            models[criterion] = model
+            val_report = self._val_report(model, criterion)
+            eval_report = self._eval_report(model)
+            selections[criterion] = {"selected": chosen, "val": val_report, **eval_report}
+            if fitted.group_weights is not None and criterion == next(iter(candidates)):
+                info["group_weights"] = {g: round(float(q), 4) for g, q in zip(info["groups"], fitted.group_weights)}
+        primary = next(iter(candidates))
+        chosen = selections[primary]["selected"]
         if method == "mat":
-            chosen["floor"] = cfg.floor
             table = label_given_holdout(holdout, self.data.labels, chosen["tau"])
             info["p_y_given_holdout"] = np.round(table.astype(float), 4).tolist()
         info["n_train"] = int(len(rows))
         info["batch_size"] = cfg.hyper(len(rows), chosen["lr"], chosen["weight_decay"]).batch_size
-        val_report = self._score(model, self.val) if self.val is not None else None
-        if val_report is not None:
-            val_report = {"source": self.val.name, "groups": self.val.group_source,
-                          **{k: val_report[k] for k in ("n", "accuracy", "worst_group", "worst_group_accuracy")
-                             if k in val_report}}
-        eval_report = self._score(model, self.eval) if self.eval is not None else {}
-        if self.eval is not None:
-            eval_report = {"source": self.eval.name, "groups": self.eval.group_source, **eval_report}
-        return MethodResult(method, model, chosen, val_report, eval_report, info, time.perf_counter() - started)
+        compact = {c: {k: v for k, v in s.items() if k not in ("per_class", "source", "n")} for c, s in selections.items()}
+        return MethodResult(method, models[primary], chosen, selections[primary]["val"],
+                            {k: v for k, v in selections[primary].items() if k not in ("selected", "val")}, info,
+                            time.perf_counter() - started, compact)
 
-    def _jtt_errors(self, rows: np.ndarray, labels: np.ndarray, hyper: Hyper) -> np.ndarray:
-        """JTT (Liu et al. 2021) stage one: (n,) bool, the rows an early-stopped ERM model gets wrong."""
+    def _val_report(self, model: nn.Module, criterion: str) -> dict | None:
+        """The validation summary of ``model``, on the groups ``criterion`` selected with."""
+        val = self.val
+        if val is None:
+            return None
+        inferred = criterion == "worst-group-inferred"
+        groups = val.inferred if inferred else val.selection_groups
+        report = self._score(model, val, groups)
+        return {"source": val.name, "groups": "inferred" if inferred else val.group_source,
+                **{k: report[k] for k in ("n", "accuracy", "worst_group", "worst_group_accuracy") if k in report}}
+
+    def _eval_report(self, model: nn.Module) -> dict:
+        ev = self.eval
+        if ev is None:
+            return {}
+        return {"source": ev.name, "groups": ev.group_source, **self._score(model, ev, ev.selection_groups)}
+
+    def jtt_error_set(self, rows: np.ndarray, labels: np.ndarray, hyper: Hyper) -> tuple[np.ndarray, nn.Module]:
+        """JTT (Liu et al. 2021) stage one: ((n,) bool, the rows the early-stopped ERM model gets wrong;
+        that model)."""
         model = self._new_model()
-        fit(model, self.bank, rows, labels, hyper, seed=self.config.seed, device=self.device)
-        return predict_logits(model, self.bank, rows, device=self.device).argmax(1) != labels
+        fit(model, self.bank, rows, labels, hyper, seed=self.config.seed, device=self.device,
+            augment=self._augment())
+        return predict_logits(model, self.bank, rows, device=self.device).argmax(1) != labels, model
 
 
 class _Renormalized(nn.Module):
