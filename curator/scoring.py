@@ -268,7 +268,7 @@ def score(dataset: str | Path | Examples, *, out: str | Path | None = None, conf
 
     out = Path(out) if out is not None else default_out(examples.name)
     key = {"fingerprint": examples.fingerprint, "n_examples": len(examples), "train": asdict(settings.train),
-           "backbone": asdict(settings.backbone)}
+           "backbone": {**asdict(settings.backbone), "input_space": list(settings.backbone.input_space)}}
     if resume and (finished := store.completed(out, key)) is not None:
         say(f"{out} is already complete: nothing to resume")
         return finished

@@ -170,3 +170,17 @@ def test_a_torchscript_model_is_a_frozen_backbone(photo_folder, tmp_path):
                  scorers="learning_speed,kernel_density")
     assert run.manifest["features"]["feature_dim"] == 6
     assert (run.oof_probs.argmax(1) == [run.classes.index(c) for c in run.scores["label"]]).mean() > 0.8
+
+
+def test_adversarial_distance_can_run_in_input_space_through_the_backbone(photo_folder, tmp_path):
+    options = {"backbone": "torchvision:resnet18", "backbone_weights": "random", "backbone_size": 32,
+               "scorers": "adversarial_distance"}
+    features = _score(photo_folder, tmp_path / "features", **options)
+    images = _score(photo_folder, tmp_path / "images", input_space="adversarial_distance", **options)
+    assert features.manifest["features"]["adversarial_space"].startswith("features")
+    assert images.manifest["features"]["adversarial_space"].startswith("input")
+    assert images.manifest["scorers"]["adversarial_distance"]["status"] == "done"
+    # The same proxies, the same last-layer margins; DeepFool distances measured in another space.
+    np.testing.assert_allclose(features.scores["score_adversarial_distance_margin"],
+                               images.scores["score_adversarial_distance_margin"], rtol=1e-5)
+    assert not np.allclose(features.scores["score_adversarial_distance"], images.scores["score_adversarial_distance"])
