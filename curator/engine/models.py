@@ -37,7 +37,22 @@ class ModelSpec:
         return cls(**{**d, "input_shape": tuple(d["input_shape"])})
 
 
-class SmallCNN(nn.Module):
+class Proxy(nn.Module):
+    """``body`` -> ``neck`` (the embedding h) -> linear ``head``; every proxy has this shape."""
+
+    body: nn.Module
+    neck: nn.Module
+    head: nn.Linear
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.neck(self.body(x))
+        return self.head(h), h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+class SmallCNN(Proxy):
     """conv-BN-ReLU-pool blocks, channels doubling, until the feature map is at most 8 pixels wide."""
 
     def __init__(self, spec: ModelSpec):
@@ -58,34 +73,21 @@ class SmallCNN(nn.Module):
         self.neck = nn.Sequential(nn.Flatten(), nn.Linear(c_out * 16, spec.embedding_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(spec.embedding_dim, spec.n_classes)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.neck(self.body(x))
-        return self.head(h), h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
-
-
-class MLP(nn.Module):
+class MLP(Proxy):
     """Two hidden layers for feature vectors; the second is the embedding."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         (dim,) = spec.input_shape
         hidden = max(spec.embedding_dim, spec.width * 8)
+        self.body = nn.Identity()
         self.neck = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, spec.embedding_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(spec.embedding_dim, spec.n_classes)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.neck(x)
-        return self.head(h), h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
-
-
-class FineTuneProxy(nn.Module):
+class FineTuneProxy(Proxy):
     """The last blocks of a pretrained backbone, from its cut on (pretrained weights, trainable), then
     the MLP's neck and a linear head. Reads the backbone's activations at the cut."""
 
@@ -99,13 +101,6 @@ class FineTuneProxy(nn.Module):
         self.neck = nn.Sequential(nn.Linear(backbone.feature_dim, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, spec.embedding_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(spec.embedding_dim, spec.n_classes)
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.neck(self.body(x))
-        return self.head(h), h
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
