@@ -1,15 +1,22 @@
-"""Shortcut benchmark: worst-group accuracy of erm, jtt and mat (GroupDRO with the true groups as the ceiling).
+"""Shortcut benchmark: worst-group accuracy of erm, jtt and mat beside the GroupDRO oracle (true groups), mean ±
+std over seeds, with model selection on true and on inferred validation groups side by side.
 
 Fashion-MNIST (Debian dataset-fashion-mnist) with a planted shortcut: a bright 3x3 patch sits at a
 class-specific position (one of ten spots along the top and bottom edges) in 95% of each class's training
 images and at another class's spot in the other 5%. In validation and test the patch sits at a random
 spot, so 90% of them point at a wrong class. Groups: class x aligned/conflicting (20 groups).
 
-One `curator.score` run over the training set provides the held-out logits for MAT (the run's
-cross-fitted proxies; ``mat-xrm`` trains XRM twins instead); every method is selected on worst-group accuracy of the validation set with its
-true groups, and evaluated on the test set. Writes benchmarks/results/retrain_shortcut.md.
+Per seed: new data, one `curator score` run over the training set (its cross-fitted proxies give MAT's held-out
+logits; ``mat-xrm`` trains XRM twins instead), then every method with the same final model and budget. Each
+training is selected twice: on worst-group validation accuracy with the true groups, and with inferred groups
+(class x held-out-correct; held out: the proxies, or the twins for ``mat-xrm``). MAT's τ and floor are chosen
+on the first seed's validation set (under each criterion) and reused for the other seeds, as the MAT paper's
+code does. ``no-shortcut`` is ERM on the same images with the patch at a random spot in training too: what this
+model and budget reach when there is no shortcut to unlearn. One torch thread. Writes
+benchmarks/results/retrain_shortcut.md.
 
-    .venv/bin/python benchmarks/retrain_shortcut.py [--n 20000] [--epochs 6] [--tau 1] [--methods erm,jtt,mat,mat-xrm,groupdro]
+    .venv/bin/python benchmarks/retrain_shortcut.py [--n 20000] [--epochs 10] [--seeds 0,1,2] [--tau 0.5,1]
+        [--floor 0.01,0.05] [--methods erm,jtt,mat,mat-xrm,groupdro,no-shortcut]
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import curator  # noqa: E402
@@ -32,6 +40,9 @@ from realdata import FASHION_CLASSES, load_fashion_mnist, write_image_folder  # 
 
 RESULTS = Path(__file__).parent / "results"
 SPOTS = [(r, c) for r in (1, 24) for c in (1, 7, 13, 19, 24)]      # top-left corner of each class's patch
+SELECTIONS = {"worst-group": "true groups", "worst-group-inferred": "inferred groups"}
+LABELS = {"mat": "mat (held-out: the run's proxies)", "mat-xrm": "mat (held-out: XRM twins)",
+          "groupdro": "groupdro (oracle: true groups)", "no-shortcut": "erm without the shortcut (reference)"}
 
 
 def with_patches(images: np.ndarray, spots: np.ndarray) -> np.ndarray:
@@ -43,7 +54,8 @@ def with_patches(images: np.ndarray, spots: np.ndarray) -> np.ndarray:
 
 
 def build(root: Path, n: int, n_val: int, n_test: int, majority: float, seed: int) -> dict[str, Path]:
-    """Write train/val/test manifests (path,label,group) under ``root``; returns their folders."""
+    """Write train/val/test manifests (path,label,group) under ``root``, and ``train-no-shortcut`` (the training
+    images with the patch at a random spot); returns their folders."""
     rng = np.random.default_rng(seed)
     images, labels = load_fashion_mnist("train")
     order = rng.permutation(len(labels))
@@ -53,11 +65,11 @@ def build(root: Path, n: int, n_val: int, n_test: int, majority: float, seed: in
     if root.exists():
         shutil.rmtree(root)
     folders = {}
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "train-no-shortcut"):
         if split == "test":
             x, y = test_images[test_pick], test_labels[test_pick]
         else:
-            x, y = images[parts[split]], labels[parts[split]]
+            x, y = images[parts["val" if split == "val" else "train"]], labels[parts["val" if split == "val" else "train"]]
         if split == "train":
             aligned = rng.random(len(y)) < majority
             other = (y + rng.integers(1, 10, len(y))) % 10
@@ -75,13 +87,26 @@ def build(root: Path, n: int, n_val: int, n_test: int, majority: float, seed: in
     return folders
 
 
-def holdout_quality(trainer: Retrainer) -> str:
+def holdout_quality(trainer: Retrainer) -> dict:
     """How well the held-out predictions single out the shortcut minority of the training set."""
     right = trainer.holdout_logits().argmax(1) == trainer.data.labels
     minority = np.char.endswith(trainer.train_groups.astype(str), "conflicting")
-    return (f"held-out accuracy {right[~minority].mean():.3f} on aligned and {right[minority].mean():.3f} on "
-            f"conflicting training images; conflicting images are {(minority & ~right).sum() / max((~right).sum(), 1):.0%} "
-            f"of its mistakes")
+    return {"aligned_right": float(right[~minority].mean()), "conflicting_right": float(right[minority].mean()),
+            "mistakes_conflicting": float((minority & ~right).sum() / max((~right).sum(), 1))}
+
+
+def summary(selection: dict) -> dict:
+    groups = selection["per_group"]
+    return {"worst": selection["worst_group_accuracy"], "average": selection["accuracy"],
+            "worst_group": selection["worst_group"],
+            "conflicting": float(np.mean([g["accuracy"] for k, g in groups.items() if k.endswith("conflicting")])),
+            "aligned": float(np.mean([g["accuracy"] for k, g in groups.items() if k.endswith("aligned")])),
+            "val": (selection["val"] or {}).get("worst_group_accuracy"), "selected": selection["selected"]}
+
+
+def mean_std(values: list[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
 def main() -> None:
@@ -90,76 +115,114 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=10000)
     parser.add_argument("--majority", type=float, default=0.95, help="share of training images with the class patch")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--tau", default="1", help="MAT temperature grid, comma-separated")
-    parser.add_argument("--floor", type=float, default=0.01)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--model", default="proxy")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--augment", default="crop")
+    parser.add_argument("--tau", default="0.5,1", help="MAT temperature grid (first seed), comma-separated")
+    parser.add_argument("--floor", default="0.01,0.05", help="MAT floor grid (first seed), comma-separated")
     parser.add_argument("--upweight", default="10", help="JTT λ grid, comma-separated")
-    parser.add_argument("--methods", default="erm,jtt,mat,mat-xrm,groupdro",
+    parser.add_argument("--holdout-epochs", type=int, default=6, help="epochs of the XRM twins")
+    parser.add_argument("--methods", default="erm,jtt,mat,mat-xrm,groupdro,no-shortcut",
                         help="mat-xrm: MAT with held-out logits from XRM twins instead of the run's proxies")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--root", type=Path, default=Path("runs/bench-retrain/shortcut"))
     parser.add_argument("--results", type=Path, default=RESULTS / "retrain_shortcut.md")
     args = parser.parse_args()
+    torch.set_num_threads(1)
 
     started = time.perf_counter()
     say = lambda m: print(m, flush=True)  # noqa: E731
-    folders = build(args.root / "data", args.n, args.n_val, args.n_test, args.majority, args.seed)
-    say(f"data written to {args.root / 'data'} ({time.perf_counter() - started:.0f}s)")
-    run_dir = args.root / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    run = curator.score(folders["train"], out=run_dir, scorers="learning_speed", seed=args.seed,
-                        device=args.device, progress=False)
-    score_seconds = time.perf_counter() - t0
-    say(f"curator score: {score_seconds:.0f}s, proxy out-of-fold accuracy {run.manifest['proxy']['oof_accuracy']:.3f}")
+    floats = lambda text: tuple(float(v) for v in text.split(","))  # noqa: E731
+    config = RetrainConfig(epochs=args.epochs, model=args.model, width=args.width, augment=args.augment,
+                           upweights=floats(args.upweight), holdout_epochs=args.holdout_epochs)
+    methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict[str, dict[str, list[dict]]] = {}      # method -> selection -> one summary per seed
+    quality: dict[str, list[dict]] = {}
+    chosen_grid: dict[str, dict[str, dict]] = {}         # mat variant -> selection -> {taus, floors}
+    notes = []
+    for seed in seeds:
+        seed_config = replace(config, seed=seed)
+        root = args.root / f"seed{seed}"
+        folders = build(root / "data", args.n, args.n_val, args.n_test, args.majority, seed)
+        t0 = time.perf_counter()
+        run = curator.score(folders["train"], out=root / "run", scorers="learning_speed", seed=seed,
+                            device=args.device, threads=1, progress=False)
+        notes.append(f"seed {seed}: `curator score` {time.perf_counter() - t0:.0f}s, proxy out-of-fold accuracy "
+                     f"{run.manifest['proxy']['oof_accuracy']:.3f}")
+        say(notes[-1])
+        trainers: dict[str, Retrainer] = {}
 
-    config = RetrainConfig(epochs=args.epochs, taus=tuple(float(t) for t in args.tau.split(",")), floor=args.floor,
-                           upweights=tuple(float(u) for u in args.upweight.split(",")), seed=args.seed)
-    trainers = {"proxies": Retrainer(folders["train"], run=run, val=folders["val"], eval=folders["test"],
-                                     config=config, device=args.device, log=say)}
-    rows, used = [], []
-    for method in args.methods.split(","):
-        holdout = "xrm" if method == "mat-xrm" else "proxies"
-        if method.startswith("mat"):
-            used.append(holdout)
-        if holdout not in trainers:
-            trainers[holdout] = Retrainer(folders["train"], run=run, val=folders["val"], eval=folders["test"],
-                                          config=replace(config, holdout=holdout), device=args.device, log=say)
-        result = trainers[holdout].train("mat" if method.startswith("mat") else method)
-        ev = result.eval
-        label = {"mat": "mat (held-out: the run's proxies)", "mat-xrm": "mat (held-out: XRM twins)",
-                 "groupdro": "groupdro (oracle: true groups)"}.get(method, method)
-        rows.append({"method": label, "worst-group test": ev["worst_group_accuracy"], "average test": ev["accuracy"],
-                     "worst group": ev["worst_group"],
-                     "conflicting test": float(np.mean([g["accuracy"] for k, g in ev["per_group"].items()
-                                                        if k.endswith("conflicting")])),
-                     "aligned test": float(np.mean([g["accuracy"] for k, g in ev["per_group"].items()
-                                                    if k.endswith("aligned")])),
-                     "val worst-group": result.val["worst_group_accuracy"],
-                     "selected": ", ".join(f"{k}={v}" for k, v in result.selected.items()),
-                     "seconds": round(result.seconds)})
-        say(str(rows[-1]))
-    quality = {h: holdout_quality(trainers[h]) for h in used}
+        def trainer(holdout: str, train: str = "train") -> Retrainer:
+            key = f"{holdout}/{train}"
+            if key not in trainers:
+                trainers[key] = Retrainer(folders[train], run=run if train == "train" else None, val=folders["val"],
+                                          eval=folders["test"], config=replace(seed_config, holdout=holdout),
+                                          device=args.device, log=say)
+            return trainers[key]
+
+        for method in methods:
+            holdout = "xrm" if method == "mat-xrm" else "proxies"
+            base = "mat" if method.startswith("mat") else "erm" if method == "no-shortcut" else method
+            t = trainer(holdout, "train-no-shortcut" if method == "no-shortcut" else "train")
+            if base != "mat":
+                result = t.train(base)
+                per_selection = {s: summary(result.selections[s]) for s in SELECTIONS if s in result.selections}
+            elif seed == seeds[0]:
+                result = t.train("mat", taus=floats(args.tau), floors=floats(args.floor))
+                per_selection = {s: summary(result.selections[s]) for s in SELECTIONS}
+                chosen_grid[method] = {s: {"taus": (result.selections[s]["selected"]["tau"],),
+                                           "floors": (result.selections[s]["selected"]["floor"],)} for s in SELECTIONS}
+            else:                                         # the first seed's τ and floor, per criterion
+                per_selection = {}
+                for grid in {tuple(sorted(g.items())) for g in chosen_grid[method].values()}:
+                    result = t.train("mat", **dict(grid))
+                    per_selection.update({s: summary(result.selections[s]) for s, g in chosen_grid[method].items()
+                                          if tuple(sorted(g.items())) == grid})
+            if base == "mat":
+                quality.setdefault(method, []).append(holdout_quality(t))
+            for s, r in per_selection.items():
+                results.setdefault(method, {}).setdefault(s, []).append(r)
+            say(f"seed {seed} {method}: " + "; ".join(f"{s}: worst {r['worst']:.3f} average {r['average']:.3f} "
+                                                       f"{r['selected']}" for s, r in per_selection.items()))
     total = time.perf_counter() - started
 
     lines = ["## Retraining benchmark: planted shortcut (Fashion-MNIST)", "",
              f"Command: `.venv/bin/python benchmarks/retrain_shortcut.py --n {args.n} --epochs {args.epochs} "
-             f"--tau {args.tau} --upweight {args.upweight}`  ",
+             f"--model {args.model} --width {args.width} --augment {args.augment} --tau {args.tau} "
+             f"--floor {args.floor} --upweight {args.upweight} --holdout-epochs {args.holdout_epochs} "
+             f"--seeds {args.seeds}`  ",
              f"Train {args.n} / val {args.n_val} / test {args.n_test} images; class patch on {args.majority:.0%} of "
-             f"training images, random spot in val/test. Device {trainers['proxies'].device.type}; `curator score` "
-             f"{score_seconds:.0f}s (proxy out-of-fold accuracy {run.manifest['proxy']['oof_accuracy']:.3f}); "
-             f"whole benchmark {total / 60:.1f} min.", "",
-             "| method | worst-group test | average test | conflicting groups (mean) | aligned groups (mean) | "
-             "worst group | val worst-group | selected | seconds |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        worst = r["worst group"].replace("|", "\\|")          # a bare | would split the Markdown cell
-        lines.append(f"| {r['method']} | {r['worst-group test']:.3f} | {r['average test']:.3f} | "
-                     f"{r['conflicting test']:.3f} | {r['aligned test']:.3f} | {worst} | "
-                     f"{r['val worst-group']:.3f} | {r['selected']} | {r['seconds']} |")
-    lines += ["", "Held-out predictions MAT used, on the training set:", ""]
-    lines += [f"- {h}: {q}" for h, q in quality.items()]
+             f"training images, random spot in val/test. Final model `{args.model}` width {args.width}, augmentation "
+             f"{args.augment}, {args.epochs} epochs, the same for every method; XRM twins {args.holdout_epochs} "
+             f"epochs. One torch thread; whole benchmark {total / 60:.1f} min.", "",
+             f"Test accuracy, mean ± std over seeds {args.seeds}; each training selected on validation worst-group "
+             "accuracy with the true groups, and with inferred groups (class × held-out-correct):", "",
+             "| method | worst-group, true-group selection | worst-group, inferred-group selection | "
+             "average (true / inferred) | conflicting groups (true) | aligned groups (true) | worst-group per seed (true) |",
+             "|---|---|---|---|---|---|---|"]
+    for method, by in results.items():
+        true, inferred = by["worst-group"], by.get("worst-group-inferred")
+        lines.append(
+            f"| {LABELS.get(method, method)} | {mean_std([r['worst'] for r in true])} | "
+            f"{mean_std([r['worst'] for r in inferred]) if inferred else ''} | "
+            f"{mean_std([r['average'] for r in true])} / "
+            f"{mean_std([r['average'] for r in inferred]) if inferred else ''} | "
+            f"{mean_std([r['conflicting'] for r in true])} | {mean_std([r['aligned'] for r in true])} | "
+            f"{', '.join(format(r['worst'], '.3f') for r in true)} |")
+    lines += ["", "Selected settings (per seed, true-group selection / inferred-group selection):", ""]
+    for method, by in results.items():
+        picks = [" / ".join(", ".join(f"{k}={v}" for k, v in by[s][i]["selected"].items()) for s in SELECTIONS if s in by)
+                 for i in range(len(by["worst-group"]))]
+        lines.append(f"- {method}: " + "; ".join(f"seed {seed}: {p}" for seed, p in zip(seeds, picks)))
+    lines += ["", "Held-out predictions MAT used, on the training set (mean over seeds):", ""]
+    for method, qs in quality.items():
+        lines.append(f"- {LABELS[method]}: right on {np.mean([q['aligned_right'] for q in qs]):.3f} of aligned and "
+                     f"{np.mean([q['conflicting_right'] for q in qs]):.3f} of conflicting images; conflicting images "
+                     f"are {np.mean([q['mistakes_conflicting'] for q in qs]):.0%} of its mistakes")
+    lines += [""] + [f"- {n}" for n in notes]
     publish(args.results, "\n".join(lines) + "\n")
 
 

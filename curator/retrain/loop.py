@@ -35,8 +35,9 @@ class TensorBank:
 class Fitted:
     """What :func:`fit` did.
 
-    best: criterion -> (score, epoch (1-based)) of the best epoch under each criterion ``select`` returned;
-    states: criterion -> that epoch's ``state_dict`` (the model itself holds the first criterion's);
+    best: criterion -> (score, epoch (1-based)) of the best epoch under each criterion ``select`` returned, then
+    ``last`` (the last epoch); states: criterion -> that epoch's ``state_dict`` (with ``select``; the model
+    itself holds the first criterion's);
     history: every epoch's scores; group_weights: GroupDRO's final weights q, (G,), or None.
     """
 
@@ -65,8 +66,8 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
     q_g ← q_g·exp(dro_step·ℓ_g) after every batch.
     augment: applied to every training batch (never to what ``select`` or :func:`predict_logits` sees).
     select: called after every epoch; returns criterion -> score tuple (higher is better). The best epoch of
-    each criterion is kept (``Fitted.states``); the model ends as the best epoch of the first criterion.
-    Without it the model ends as trained (the last epoch).
+    each criterion is kept (``Fitted.states``), and the last epoch as criterion ``last``; the model ends as the
+    best epoch of the first criterion. Without ``select`` the model ends as trained (``last`` only).
     """
     rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
@@ -121,10 +122,10 @@ def fit(model: nn.Module, bank, rows: np.ndarray, labels: np.ndarray, hyper: Hyp
                 if name not in fitted.best or score > fitted.best[name][0]:
                     fitted.best[name] = (score, epoch + 1)
                     fitted.states[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if fitted.states:
+    fitted.best["last"] = ((), hyper.epochs)
+    if select is not None:
+        fitted.states["last"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(next(iter(fitted.states.values())))
-    else:
-        fitted.best = {"last": ((), hyper.epochs)}
     fitted.group_weights = q.cpu().numpy() if q is not None else None
     model.eval()
     return fitted

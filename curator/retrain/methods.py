@@ -37,7 +37,8 @@ class MethodResult:
 
     model/selected/val/eval: under the configured selection criterion. selections: criterion ->
     {selected, val, eval} for every criterion the validation set allowed (``worst-group``: true groups,
-    else inferred; ``worst-group-inferred``: inferred groups beside true ones; ``accuracy``; or ``last``).
+    else inferred; ``worst-group-inferred``: inferred groups beside true ones; ``accuracy``) and ``last``
+    (the last epoch, when a single setting was trained).
     """
 
     method: str
@@ -352,6 +353,8 @@ class Retrainer:
                                                                  for k, v in model.state_dict().items()}
                         chosen = {"lr": lr, "weight_decay": wd, **extra_hp, "epoch": epoch}
                         candidates.setdefault(criterion, []).append((score, -order, state, chosen, fitted))
+        if order > 1 and cfg.selection != "last":
+            candidates.pop("last")                 # the last epoch of which setting? only one setting has one
         selections, models = {}, {}
         for criterion, options in candidates.items():
             _, _, state, chosen, fitted = max(options, key=lambda c: (c[0], c[1]))     # ties: the first trained
