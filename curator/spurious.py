@@ -7,8 +7,10 @@ pushes towards the same other class. So per class, the directions of the out-of-
 are clustered (k-means; on digits with a planted patch shortcut this isolates the minority far better
 than clustering the embeddings, which mostly follow the digit's shape), and a cluster is a **suspected
 shortcut group** when it is large enough and its held-out accuracy falls well below its class's. Its
-held-out misses are flagged ``is_spurious``; ``spurious_score`` is (1 - p_heldout(y)) times the
-accuracy gap.
+held-out misses are flagged ``is_spurious``. Examples another decision explains (flagged mislabels,
+foreign batches) are left out first, so a cluster of flipped labels is never taken for a shortcut,
+and a group needs the rest of its class to be easy (a hard, confusable class has no coherent
+minority to speak of).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .engine.knn import unit_rows
 
 @dataclass
 class ShortcutGroup:
-    """A cluster of one class that the held-out model gets wrong far more often than the class."""
+    """A cluster of one class that the held-out model gets wrong far more often than the rest of the
+    class (``class_heldout_accuracy``: the class without the cluster)."""
 
     label: str
     cluster: int
@@ -42,52 +45,68 @@ class ShortcutGroup:
 
 @dataclass
 class Shortcuts:
-    """groups: suspected shortcut groups, worst first; is_spurious, score: (N,); group_index: (N,)
-    index into ``groups`` of each example's group, -1 outside any."""
+    """groups: suspected shortcut groups, worst first; is_spurious: (N,) held-out misses inside a
+    group; gap: (N,) accuracy gap of each example's cluster; group_index: (N,) index into ``groups``
+    of each example's group, -1 outside any."""
 
     groups: list[ShortcutGroup]
     is_spurious: np.ndarray
-    score: np.ndarray
+    gap: np.ndarray
     group_index: np.ndarray
 
 
 def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[str], ids: list[str], *,
-                    clusters_per_class: int = 4, min_group_size: int = 10, accuracy_gap: float = 0.3,
-                    seed: int = 0) -> Shortcuts:
-    """Find suspected shortcut groups. oof_logits: (N, C) out-of-fold; labels: (N,)."""
+                    insample_probs: np.ndarray | None = None, exclude: np.ndarray | None = None, clusters_per_class: int = 4, min_group_size: int = 10,
+                    accuracy_gap: float = 0.3, seed: int = 0) -> Shortcuts:
+    """Find suspected shortcut groups. oof_logits: (N, C) out-of-fold (may be a memory map); labels:
+    (N,); exclude: (N,) bool, examples another decision already explains (flagged mislabels, foreign
+    batches), left out of the clusters and of the class accuracies.
+
+    A cluster is a group when it has ``min_group_size`` members, its held-out accuracy is at least
+    ``accuracy_gap`` below the rest of its class, the rest of its class is easy (held-out accuracy at
+    least 1 - ``accuracy_gap``) and, given ``insample_probs`` (N, C), the model that trained on the
+    cluster fits it: its in-sample accuracy is at least ``accuracy_gap`` above the held-out one. A
+    shortcut fails a coherent minority of a class the model otherwise gets right, and the minority is
+    learnable from its own features; a hard or ambiguous region is hard for both models."""
     n = len(labels)
-    z = np.asarray(oof_logits, dtype=np.float64)
-    oof_probs = np.exp(z - z.max(axis=1, keepdims=True))
-    oof_probs /= oof_probs.sum(axis=1, keepdims=True)
-    correct = oof_probs.argmax(axis=1) == labels
-    p_label = oof_probs[np.arange(n), labels]
-    x = unit_rows(oof_logits)
+    excluded = np.zeros(n, bool) if exclude is None else np.asarray(exclude, bool)
+    correct = np.zeros(n, bool)
+    fitted = np.ones(n, bool)
+    for start in range(0, n, 65536):
+        y = labels[start:start + 65536]
+        correct[start:start + 65536] = np.asarray(oof_logits[start:start + 65536]).argmax(axis=1) == y
+        if insample_probs is not None:
+            fitted[start:start + 65536] = np.asarray(insample_probs[start:start + 65536]).argmax(axis=1) == y
     groups: list[ShortcutGroup] = []
     members_of: list[np.ndarray] = []
     gap = np.zeros(n, np.float32)
     for c in range(len(classes)):
-        members = np.flatnonzero(labels == c)
+        members = np.flatnonzero((labels == c) & ~excluded)
         k = min(clusters_per_class, len(members) // max(min_group_size, 1))
         if k < 2:
             continue
-        class_acc = float(correct[members].mean())
-        assignment = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(x[members])
+        z = np.asarray(oof_logits[members], dtype=np.float64)
+        held = np.exp(z - z.max(axis=1, keepdims=True))
+        p_label = held[:, c] / held.sum(axis=1)
+        assignment = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(unit_rows(z))
         for g in range(k):
-            rows = members[assignment == g]
+            inside = assignment == g
+            rows = members[inside]
             acc = float(correct[rows].mean())
-            gap[rows] = max(class_acc - acc, 0.0)
-            if len(rows) >= min_group_size and class_acc - acc >= accuracy_gap:
-                missed = rows[~correct[rows]]
-                worst = missed[np.argsort(p_label[missed])][:20]
-                groups.append(ShortcutGroup(classes[c], g, len(rows), acc, class_acc, [ids[i] for i in worst]))
+            rest = float(correct[members[~inside]].mean()) if (~inside).any() else acc
+            gap[rows] = max(rest - acc, 0.0)
+            learnable = insample_probs is None or float(fitted[rows].mean()) - acc >= accuracy_gap
+            if len(rows) >= min_group_size and rest - acc >= accuracy_gap and rest >= 1 - accuracy_gap and learnable:
+                missed = np.flatnonzero(inside & ~correct[members])
+                worst = members[missed[np.argsort(p_label[missed])][:20]]
+                groups.append(ShortcutGroup(classes[c], g, len(rows), acc, rest, [ids[i] for i in worst]))
                 members_of.append(rows)
     order = sorted(range(len(groups)), key=lambda j: groups[j].heldout_accuracy - groups[j].class_heldout_accuracy)
     group_index = np.full(n, -1, np.int64)
     for rank, j in enumerate(order):
         group_index[members_of[j]] = rank
     is_spurious = (group_index >= 0) & ~correct
-    score = ((1.0 - p_label) * gap).astype(np.float32)
-    return Shortcuts([groups[j] for j in order], is_spurious, score, group_index)
+    return Shortcuts([groups[j] for j in order], is_spurious, gap, group_index)
 
 
 def attribute_warnings(metadata: pd.DataFrame, labels: np.ndarray, *, margin: float = 0.2,

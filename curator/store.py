@@ -174,7 +174,11 @@ class Run:
 
 
 def review_queue(scores: pd.DataFrame) -> pd.DataFrame:
-    """Flagged examples, most urgent first: one row per (example, issue)."""
+    """Flagged examples, most urgent first: one row per (example, issue).
+
+    ``score`` is the issue's probability (``<issue>_score``: the estimated probability that the example
+    has that issue), one scale for every issue, so the rows are sorted by it across issue types
+    (ties: issue, then id)."""
     parts = []
     for issue in ("mislabeled", "outlier", "spurious"):
         rows = scores[scores[f"is_{issue}"]]

@@ -18,6 +18,9 @@ differences have zero gradient cannot be moved and counts as infinitely far.
 
 Main column: the rank of the distance over the dataset as a fraction in (0, 1]; the example with the
 smallest distance scores 1 (higher = closer to the boundary = more suspicious).
+Extra column ``adversarial_distance_log``: minus the natural log of the same distance (higher = closer),
+the column whose tail the outlier flag reads: a rank has no tail, so an example far closer to the
+boundary than the rest could never stand out on it.
 Extra column ``adversarial_distance_margin``: minus the free last-layer margin distance
 min_{k != pred} (z_pred - z_k) / ||w_pred - w_k|| (the distance in feature space from the penultimate
 features to the nearest boundary of the head, from the out-of-fold logits and head weights, no
@@ -229,8 +232,12 @@ def rank_distances(ctx: curator.ScoreContext, parts) -> dict[str, np.ndarray]:
         # The others: their free margin, quantile-mapped onto the DeepFool distances of the subset.
         below = np.searchsorted(np.sort(margin[chosen]), margin[~chosen], side="right")
         distance[~chosen] = np.sort(distance[chosen])[np.clip(below - 1, 0, int(chosen.sum()) - 1)]
+    finite = distance[np.isfinite(distance)]
+    far = float(finite.max()) if len(finite) else 1.0        # an immovable example: as far as the farthest
+    log_distance = np.log(np.clip(np.where(np.isfinite(distance), distance, far), 1e-12, None))
     return {
         "adversarial_distance": closeness_rank(distance),
+        "adversarial_distance_log": (-log_distance).astype(np.float32),
         "adversarial_distance_margin": np.maximum(-margin, np.finfo(np.float32).min).astype(np.float32),
     }
 
@@ -238,6 +245,7 @@ def rank_distances(ctx: curator.ScoreContext, parts) -> dict[str, np.ndarray]:
 SCORER = curator.Scorer(
     name="adversarial_distance",
     issue=("outlier",),
+    extra_issues={"adversarial_distance_log": ("outlier",)},
     requires=("model", "inputs", "oof"),
     score_rows=deepfool_rows,
     finish=rank_distances,

@@ -1,0 +1,187 @@
+"""Mislabel evidence: how many labels are wrong per class pair, and the probability that each one is.
+
+Two steps, both fitted on the run's own data.
+
+**Held-out anchor, calibrated by virtual flips.** Each example's runner-up class j (the most likely
+class other than its label i under the out-of-fold probabilities) puts it in cell (i, j); its held-out
+evidence is d = log p_j - log p_i. The model that produced p never saw the example, so an image of
+class j carrying label i gets the same held-out probabilities as the images labelled j: those are
+*virtual flips* into i, whose d (computed as if they were labelled i) is free to score. Per cell, the
+number of flips is estimated by counting the cell's examples above the median d of its virtual flips
+(half of all flips from j lie there, few clean examples of i do) and doubling it; the held-out
+posterior of an example is that count times the density ratio of virtual flips to the cell's
+examples at its d (fitted increasing in d: further out is never less suspicious). This is a
+confident joint per class pair whose threshold is set by how flips from j actually look, not by a
+mean self-confidence.
+
+**Every mislabel scorer, weighted by the run.** The evidence vector of an example is d and every
+column that declares ``mislabeled`` (built-in or third-party), each turned into normal scores against
+the examples the anchor calls clean. A two-group Gaussian model (quadratic discriminant: its own mean
+and covariance for the suspected flips and for the rest) is fitted once, per class where the anchor
+suspects enough flips for the fit and over all classes otherwise, with the anchor's posteriors as the
+group weights. Its log-likelihood ratio added to the log prior odds of the example's cell is the
+posterior log odds. A column that separates the two groups (a scorer that knows the flips) moves the
+posterior; a column that does not (noise) has the same distribution in both groups and adds nothing;
+correlated columns share their weight through the covariance. A scorer's contribution to one
+example is how much its removal changes that example's log-likelihood ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+from scipy.stats import norm
+
+#: Fewest suspected flips per evidence column before a class gets its own fit (else the global one).
+FLIPS_PER_FEATURE = 5
+#: Floor on every prior and posterior: nothing is certain.
+EPS = 1e-4
+
+
+@dataclass
+class HeldoutCells:
+    """The held-out anchor. runner_up, d, prior, posterior: (N,); counts: (C, C) estimated flips
+    (given label, true class) per cell, zero diagonal."""
+
+    runner_up: np.ndarray
+    d: np.ndarray
+    prior: np.ndarray
+    posterior: np.ndarray
+    counts: np.ndarray
+
+
+def _row_summaries(probs: np.ndarray, labels: np.ndarray, chunk: int = 65536):
+    """(runner_up, d, predicted): (N,) each, from ``probs`` (N, C) read in row chunks (it may be a
+    memory map too large to copy)."""
+    n = len(labels)
+    runner_up = np.empty(n, np.int64)
+    predicted = np.empty(n, np.int64)
+    d = np.empty(n, np.float64)
+    for start in range(0, n, chunk):
+        p = np.log(np.clip(np.asarray(probs[start:start + chunk], dtype=np.float64), 1e-12, 1.0))
+        rows = np.arange(len(p))
+        y = labels[start:start + chunk]
+        predicted[start:start + chunk] = p.argmax(axis=1)
+        own = p[rows, y].copy()
+        p[rows, y] = -np.inf
+        runner_up[start:start + chunk] = p.argmax(axis=1)
+        d[start:start + chunk] = p[rows, runner_up[start:start + chunk]] - own
+    return runner_up, d, predicted
+
+
+def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
+    """Per-cell flip counts and held-out posteriors from virtual flips. oof_probs: (N, C); labels: (N,)."""
+    n, c = oof_probs.shape
+    runner_up, d, predicted = _row_summaries(oof_probs, labels)
+    counts = np.zeros((c, c))
+    posterior = np.full(n, EPS)
+    cell_of = labels * c + runner_up
+    order = np.argsort(cell_of, kind="stable")
+    bounds = np.flatnonzero(np.diff(cell_of[order])) + 1
+    by_cell = {int(cell_of[rows[0]]): rows for rows in np.split(order, bounds) if len(rows)}
+    targets_of: dict[int, list[int]] = {}
+    for key in sorted(by_cell):
+        targets_of.setdefault(key % c, []).append(key // c)
+    confident = np.flatnonzero(predicted == labels)
+    confident = confident[np.argsort(labels[confident], kind="stable")]
+    starts = np.searchsorted(labels[confident], np.arange(c + 1))
+    for j, targets in targets_of.items():
+        # Virtual flips: images the held-out model takes for j and that are labelled j, scored as if
+        # they carried each label i whose cell (i, j) has examples.
+        source = confident[starts[j]:starts[j + 1]]
+        if len(source) < 2:
+            continue
+        block = np.log(np.clip(np.asarray(oof_probs[source], dtype=np.float64), 1e-12, 1.0))
+        for i in targets:
+            cell = by_cell[i * c + j]
+            virtual = np.sort(block[:, j] - block[:, i])
+            above = d[cell] >= np.median(virtual)
+            count = min(2.0 * above.sum(), float(len(cell)))
+            counts[i, j] = count
+            if count <= 0:
+                continue
+            # Density ratio virtual / cell at each d: the share of virtual flips among the two samples
+            # pooled with equal weight, fitted increasing in d (pool adjacent violators).
+            pooled = np.r_[virtual, d[cell]]
+            is_virtual = np.r_[np.ones(len(virtual)), np.zeros(len(cell))]
+            weight = np.r_[np.full(len(virtual), 0.5 / len(virtual)), np.full(len(cell), 0.5 / len(cell))]
+            order_all = np.argsort(pooled, kind="stable")
+            share = np.empty(len(pooled))
+            share[order_all] = isotonic_regression(is_virtual[order_all], weights=weight[order_all]).x
+            share = np.clip(share[len(virtual):], EPS, 1 - EPS)
+            posterior[cell] = np.clip(count / len(cell) * share / (1 - share), EPS, 1 - EPS)
+    # Prior of each cell: its flip rate shrunk towards its class's by one pseudo-example, so a cell
+    # where the virtual flips found none still lets strong evidence from the other columns through.
+    sizes = np.bincount(cell_of, minlength=c * c).reshape(c, c)
+    class_rate = counts.sum(axis=1) / np.maximum(np.bincount(labels, minlength=c), 1)
+    cell_prior = (counts + class_rate[:, None]) / (sizes + 1.0)
+    prior = np.clip(cell_prior[labels, runner_up], EPS, 1 - EPS)
+    return HeldoutCells(runner_up, d.astype(np.float32), prior, posterior, counts)
+
+
+def clean_normal_scores(values: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """(N,) normal scores of ``values`` against the examples marked ``clean``: Phi^-1 of each value's
+    mid-rank among them. Ties stay ties; the clean ones come out standard normal."""
+    reference = np.sort(values[clean]) if clean.any() else np.sort(values)
+    m = len(reference)
+    rank = (np.searchsorted(reference, values, side="left") + np.searchsorted(reference, values, side="right")) / 2
+    return norm.ppf(np.clip(rank / m, 0.5 / m, 1 - 0.5 / m))
+
+
+def _gaussian_loglik(u: np.ndarray, weight: np.ndarray, ridge: float) -> np.ndarray:
+    """(N,) log density of the rows of u (N, m) under the Gaussian fitted to them with ``weight``."""
+    total = max(weight.sum(), 1e-12)
+    mean = (u * weight[:, None]).sum(axis=0) / total
+    centred = u - mean
+    cov = (centred * weight[:, None]).T @ centred / total + ridge * np.eye(u.shape[1])
+    inverse = np.linalg.inv(cov)
+    _, logdet = np.linalg.slogdet(cov)
+    return -0.5 * (np.einsum("ij,jk,ik->i", centred, inverse, centred) + logdet)
+
+
+def likelihood_ratio(u: np.ndarray, weight: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
+    """(N,) log f1(u) / f0(u) of two Gaussians fitted with soft group weights ``weight`` (group 1)."""
+    return _gaussian_loglik(u, weight, ridge) - _gaussian_loglik(u, 1 - weight, ridge)
+
+
+@dataclass
+class MislabelEvidence:
+    """posterior: (N,) P(label wrong); cells: the held-out anchor; contributions: column -> (N,) change
+    in log odds when that column is left out (positive: the column argued for a flip)."""
+
+    posterior: np.ndarray
+    cells: HeldoutCells
+    contributions: dict[str, np.ndarray]
+
+
+def _class_llr(u: np.ndarray, weight: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Log-likelihood ratio per example: a fit per class with enough suspected flips, else the global fit."""
+    llr = likelihood_ratio(u, weight)
+    need = FLIPS_PER_FEATURE * u.shape[1]
+    for cls in np.unique(labels):
+        members = labels == cls
+        if weight[members].sum() >= need and (1 - weight[members]).sum() >= need:
+            llr[members] = likelihood_ratio(u[members], weight[members])
+    return llr
+
+
+def mislabel_evidence(oof_probs: np.ndarray, labels: np.ndarray, columns: dict[str, np.ndarray]) -> MislabelEvidence:
+    """The posterior that each label is wrong. oof_probs: (N, C); labels: (N,); columns: name -> (N,)
+    higher = more suspicious, every column that declares ``mislabeled``."""
+    cells = heldout_cells(oof_probs, labels)
+    clean = cells.posterior < 0.5
+    names = ["heldout"] + list(columns)
+    raw = [cells.d] + [np.asarray(columns[k], np.float64) for k in columns]
+    u = np.column_stack([clean_normal_scores(np.asarray(v, np.float64), clean) for v in raw])
+    weight = cells.posterior
+    llr = _class_llr(u, weight, labels)
+    log_odds = np.log(cells.prior / (1 - cells.prior)) + llr
+    posterior = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -50, 50)))
+    contributions = {}
+    if u.shape[1] > 1:
+        for k, name in enumerate(names):
+            keep = [j for j in range(u.shape[1]) if j != k]
+            contributions[name] = (llr - _class_llr(u[:, keep], weight, labels)).astype(np.float32)
+    return MislabelEvidence(np.clip(posterior, EPS, 1 - EPS).astype(np.float32), cells, contributions)

@@ -1,0 +1,79 @@
+"""Outlier evidence: how far into its tail each example sits, as a probability, for every column that
+declares ``outlier`` and for two held-out measures of atypicality.
+
+**Robust tails.** Above its 80th percentile a column's values are compared with an exponential tail
+fitted to the band between its 80th and 95th percentiles (so outliers, while fewer than 5% of the
+examples, do not move it): at a value v the expected number of ordinary examples at least as
+extreme is ``N * 0.2 * 4 ** (-(v - q80) / (q95 - q80))``; the observed number is ``#{values >= v}``. One minus their
+ratio (the tail-area false discovery rate), made monotone in v, is the probability that an example
+that far out is a real outlier. A tail that decays like an exponential or faster (a Gaussian, a
+rank, noise) never rises above it, so such a column flags nothing on its own; examples that stand
+out beyond what the rest of the tail predicts do. Every scorer can flag this way, a log distance
+included; a rank cannot (it has no tail).
+
+**Atypical single examples** (held-out, built in):
+- ``heldout_isolation``: 1 - the largest cosine similarity of the out-of-fold embedding to a class
+  centre of its fold (centres of the examples the held-out model assigns to their own label): far
+  from every class.
+- ``heldout_hardness``: -log max_c sqrt(p_oof(c) p_in(c)): no class is likely under both the
+  held-out model and the model that trained on the example, whatever its label; a flipped label is
+  not hard (both see its true class), an image unlike every class is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine.knn import unit_rows
+
+#: The tail is fitted between these quantiles, and flags start above the first.
+TAIL_BAND = (0.8, 0.95)
+
+
+def tail_probability(values: np.ndarray) -> np.ndarray:
+    """(N,) in [0, 1]: the probability that each example is beyond the column's ordinary tail
+    (0 below the 80th percentile)."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    out = np.zeros(n)
+    if n < 20:
+        return out
+    low, high = TAIL_BAND
+    start, end = np.quantile(v, [low, high])
+    if end <= start:
+        return out
+    rate = np.log((1 - low) / (1 - high)) / (end - start)
+    tail = np.flatnonzero(v > start)
+    order = tail[np.argsort(-v[tail], kind="stable")]
+    # Observed count at or above each value (ties share the larger count).
+    sorted_vals = np.sort(v)
+    observed = n - np.searchsorted(sorted_vals, v[order], side="left")
+    expected = n * (1 - low) * np.exp(-rate * (v[order] - start))
+    probability = np.clip(1.0 - expected / observed, 0.0, 1.0)
+    # Monotone: an example further out is at least as likely an outlier as one closer in.
+    out[order] = np.maximum.accumulate(probability[::-1])[::-1]
+    return out
+
+
+def heldout_isolation(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarray,
+                      predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N,) 1 - max cosine similarity to the class centres of the example's fold (see module doc)."""
+    x = unit_rows(np.asarray(embeddings, dtype=np.float32))
+    out = np.zeros(len(x), np.float32)
+    for fold in np.unique(folds):
+        rows = np.flatnonzero(folds == fold)
+        right = rows[predicted[rows] == labels[rows]]
+        centres = [x[right[labels[right] == c]].mean(axis=0) for c in range(n_classes) if (labels[right] == c).any()]
+        if not centres:
+            continue
+        centres = unit_rows(np.stack(centres))
+        out[rows] = 1.0 - (x[rows] @ centres.T).max(axis=1)
+    return out
+
+
+def heldout_hardness(oof_probs: np.ndarray, insample_probs: np.ndarray | None) -> np.ndarray:
+    """(N,) -log max_c of the geometric mean of the held-out and in-sample probabilities."""
+    p = np.asarray(oof_probs, dtype=np.float64)
+    if insample_probs is not None:
+        p = np.sqrt(p * np.asarray(insample_probs, dtype=np.float64))
+    return (-np.log(np.clip(p.max(axis=1), 1e-12, None))).astype(np.float32)
