@@ -34,7 +34,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .foreign import ForeignBatch, foreign_batches
-from .mislabel import MislabelEvidence, mislabel_evidence
+from .mislabel import MislabelEvidence, mislabel_evidence, row_slices
 from .spurious import ShortcutGroup, attribute_warnings, shortcut_groups
 from .tails import heldout_hardness, heldout_isolation, tail_probability
 
@@ -84,25 +84,27 @@ def _cap(flagged: np.ndarray, score: np.ndarray, cap: int) -> np.ndarray:
     return out
 
 
-def _label_probs(probs: np.ndarray, labels: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """(N,) probs[i, labels[i]], read in row chunks (``probs`` may be a large memory map)."""
-    out = np.empty(len(labels), np.float64)
-    for start in range(0, len(labels), chunk):
-        block = np.asarray(probs[start:start + chunk], dtype=np.float64)
-        out[start:start + chunk] = block[np.arange(len(block)), labels[start:start + chunk]]
-    return out
+def _label_and_predicted(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probs[i, labels[i]], argmax_c probs[i, c]): (N,) each, read in row blocks (``probs`` may be a
+    large memory map)."""
+    p_label = np.empty(len(labels), np.float64)
+    predicted = np.empty(len(labels), np.int64)
+    for rows in row_slices(len(labels), probs.shape[1]):
+        block = np.asarray(probs[rows], dtype=np.float64)
+        p_label[rows] = block[np.arange(len(block)), labels[rows]]
+        predicted[rows] = block.argmax(axis=1)
+    return p_label, predicted
 
 
-def _suggestions(oof_probs: np.ndarray, insample_probs: np.ndarray | None, labels: np.ndarray,
-                 chunk: int = 65536) -> np.ndarray:
+def _suggestions(oof_probs: np.ndarray, insample_probs: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
     """(N,) the most likely class other than the label under ½ (held-out + in-sample) probabilities."""
     out = np.empty(len(labels), np.int64)
-    for start in range(0, len(labels), chunk):
-        p = np.array(oof_probs[start:start + chunk], dtype=np.float64)
+    for rows in row_slices(len(labels), oof_probs.shape[1]):
+        p = np.array(oof_probs[rows], dtype=np.float64)
         if insample_probs is not None:
-            p = (p + np.asarray(insample_probs[start:start + chunk], dtype=np.float64)) / 2.0
-        p[np.arange(len(p)), labels[start:start + chunk]] = -1.0
-        out[start:start + chunk] = p.argmax(axis=1)
+            p = (p + np.asarray(insample_probs[rows], dtype=np.float64)) / 2.0
+        p[np.arange(len(p)), labels[rows]] = -1.0
+        out[rows] = p.argmax(axis=1)
     return out
 
 
@@ -139,10 +141,7 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     n, c = len(labels), len(classes)
     cap = int(np.floor(config.max_flag_rate * n))
     declared = {kind: [name for name, kinds in issues.items() if kind in kinds and name in columns] for kind in ISSUES}
-    p_label = _label_probs(oof_probs, labels)
-    predicted = np.empty(n, np.int64)
-    for start in range(0, n, 65536):
-        predicted[start:start + 65536] = np.asarray(oof_probs[start:start + 65536]).argmax(axis=1)
+    p_label, predicted = _label_and_predicted(oof_probs, labels)
 
     # Foreign batches first: their labels mean nothing, so they are neither mislabeled nor shortcuts.
     foreign: list[ForeignBatch] = []

@@ -38,6 +38,15 @@ from scipy.stats import norm
 FLIPS_PER_FEATURE = 5
 #: Floor on every prior and posterior: nothing is certain.
 EPS = 1e-4
+#: Values per block when (N, C) arrays are read in row blocks (float64: 32 MB).
+BLOCK_VALUES = 1 << 22
+
+
+def row_slices(n_rows: int, width: int):
+    """Slices over ``n_rows`` rows of a (n_rows, width) array, each block about 32 MB as float64: an
+    (N, C) memory map of a million rows and a thousand classes is never copied whole."""
+    step = max(1, BLOCK_VALUES // max(width, 1))
+    return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
 
 
 @dataclass
@@ -52,22 +61,22 @@ class HeldoutCells:
     counts: np.ndarray
 
 
-def _row_summaries(probs: np.ndarray, labels: np.ndarray, chunk: int = 65536):
-    """(runner_up, d, predicted): (N,) each, from ``probs`` (N, C) read in row chunks (it may be a
+def _row_summaries(probs: np.ndarray, labels: np.ndarray):
+    """(runner_up, d, predicted): (N,) each, from ``probs`` (N, C) read in row blocks (it may be a
     memory map too large to copy)."""
     n = len(labels)
     runner_up = np.empty(n, np.int64)
     predicted = np.empty(n, np.int64)
     d = np.empty(n, np.float64)
-    for start in range(0, n, chunk):
-        p = np.log(np.clip(np.asarray(probs[start:start + chunk], dtype=np.float64), 1e-12, 1.0))
+    for block in row_slices(n, probs.shape[1]):
+        p = np.log(np.clip(np.asarray(probs[block], dtype=np.float64), 1e-12, 1.0))
         rows = np.arange(len(p))
-        y = labels[start:start + chunk]
-        predicted[start:start + chunk] = p.argmax(axis=1)
+        y = labels[block]
+        predicted[block] = p.argmax(axis=1)
         own = p[rows, y].copy()
         p[rows, y] = -np.inf
-        runner_up[start:start + chunk] = p.argmax(axis=1)
-        d[start:start + chunk] = p[rows, runner_up[start:start + chunk]] - own
+        runner_up[block] = p.argmax(axis=1)
+        d[block] = p[rows, runner_up[block]] - own
     return runner_up, d, predicted
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.cluster import KMeans
 
 from .engine.knn import unit_rows
+from .mislabel import row_slices
 
 
 @dataclass
@@ -72,11 +73,10 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
     excluded = np.zeros(n, bool) if exclude is None else np.asarray(exclude, bool)
     correct = np.zeros(n, bool)
     fitted = np.ones(n, bool)
-    for start in range(0, n, 65536):
-        y = labels[start:start + 65536]
-        correct[start:start + 65536] = np.asarray(oof_logits[start:start + 65536]).argmax(axis=1) == y
+    for rows in row_slices(n, oof_logits.shape[1]):
+        correct[rows] = np.asarray(oof_logits[rows]).argmax(axis=1) == labels[rows]
         if insample_probs is not None:
-            fitted[start:start + 65536] = np.asarray(insample_probs[start:start + 65536]).argmax(axis=1) == y
+            fitted[rows] = np.asarray(insample_probs[rows]).argmax(axis=1) == labels[rows]
     groups: list[ShortcutGroup] = []
     members_of: list[np.ndarray] = []
     gap = np.zeros(n, np.float32)

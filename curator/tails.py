@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .engine.knn import unit_rows
+from .mislabel import row_slices
 
 #: The tail is fitted between these quantiles, and flags start above the first.
 TAIL_BAND = (0.8, 0.95)
@@ -72,8 +73,12 @@ def heldout_isolation(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndar
 
 
 def heldout_hardness(oof_probs: np.ndarray, insample_probs: np.ndarray | None) -> np.ndarray:
-    """(N,) -log max_c of the geometric mean of the held-out and in-sample probabilities."""
-    p = np.asarray(oof_probs, dtype=np.float64)
-    if insample_probs is not None:
-        p = np.sqrt(p * np.asarray(insample_probs, dtype=np.float64))
-    return (-np.log(np.clip(p.max(axis=1), 1e-12, None))).astype(np.float32)
+    """(N,) -log max_c of the geometric mean of the held-out and in-sample probabilities (read in row
+    blocks: either may be a large memory map)."""
+    out = np.empty(len(oof_probs), np.float32)
+    for rows in row_slices(len(oof_probs), oof_probs.shape[1]):
+        p = np.asarray(oof_probs[rows], dtype=np.float64)
+        if insample_probs is not None:
+            p = np.sqrt(p * np.asarray(insample_probs[rows], dtype=np.float64))
+        out[rows] = -np.log(np.clip(p.max(axis=1), 1e-12, None))
+    return out
