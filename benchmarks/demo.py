@@ -7,6 +7,7 @@ Uses Fashion-MNIST from Debian's dataset-fashion-mnist when installed, else scik
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=Path("demo-data/noisy"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="passed to curator score (torch threads)")
     args = parser.parse_args()
 
     print("building:", build(args.data, args.n, args.noise, args.seed), "->", args.data, flush=True)
@@ -55,6 +57,8 @@ def main() -> None:
         shutil.rmtree(out)
     curator = Path(sys.executable).with_name("curator")
     cmd = [str(curator), "score", str(args.data), "--out", str(out), "--seed", str(args.seed)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -70,6 +74,12 @@ def main() -> None:
     print(f"flipped labels: {flipped.sum()}   flagged as mislabeled: {flagged.sum()}   found: {hits}")
     print(f"precision {precision:.3f}   recall {recall:.3f}   F1 {2 * precision * recall / max(precision + recall, 1e-9):.3f}"
           f"   suggested label = true label for {fixed:.1%} of the found flips")
+    queue = pd.read_parquet(out / "review_queue.parquet").head(500)
+    right = [issue == "mislabeled" and bool(truth.loc[i, "flipped"]) for i, issue in zip(queue["id"], queue["issue"])]
+    groups = json.loads((out / "manifest.json").read_text()).get("spurious_groups", [])
+    print(f"first {len(queue)} rows of the review queue: {np.mean(right):.3f} are flipped labels flagged mislabeled; "
+          f"{int(scores['is_outlier'].sum())} outlier and {int(scores['is_spurious'].sum())} spurious flags, "
+          f"{len(groups)} suspected shortcut groups (the demo has no shortcut)")
     print(f"run directory: {out}  (review queue: {out / 'review_queue.csv'})")
 
 
