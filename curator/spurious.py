@@ -36,7 +36,7 @@ class ShortcutGroup:
     heldout_accuracy: float
     class_heldout_accuracy: float
     ids: list[str]
-    kind: str = "shortcut"          # or "outlier" / "mislabeled": set by the flagger
+    kind: str = "shortcut"
 
     def to_dict(self) -> dict:
         return {"class": self.label, "cluster": self.cluster, "kind": self.kind, "size": self.size,

@@ -57,3 +57,13 @@ def test_photo_patches_among_digits_form_a_foreign_batch_of_patches(ood_digits, 
 
 def test_label_noise_alone_gives_no_foreign_batch(noisy_digits_run):
     assert noisy_digits_run.manifest["foreign_batches"] == []
+
+
+def test_foreign_batch_members_are_outliers_never_mislabels(ood_digits_run):
+    # Their labels mean nothing, so there is no right label to suggest: the queue shows them as outliers.
+    batches = ood_digits_run.manifest["foreign_batches"]
+    scores = ood_digits_run.scores
+    members = scores["id"].isin({i for b in batches for i in b["ids"]}).to_numpy()
+    assert members.any()
+    assert not scores["is_mislabeled"].to_numpy()[members].any()
+    assert (scores["outlier_score"].to_numpy()[members] >= 0.5).all()
