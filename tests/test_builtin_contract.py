@@ -19,7 +19,7 @@ BUILTINS = {
     "early_learning": {"early_learning": {"mislabeled": 0.97}},
     "self_influence": {"self_influence": {"mislabeled": 0.97}},
     "kernel_density": {"kernel_density": {"outlier": 0.9}, "kernel_density_label": {"mislabeled": 0.97}},
-    "adversarial_distance": {"adversarial_distance": {"outlier": 0.88}},
+    "adversarial_distance": {"adversarial_distance": {"outlier": 0.88}, "adversarial_distance_log": {"outlier": 0.88}},
 }
 
 
