@@ -75,9 +75,9 @@ class ScoreSettings:
 class BackboneSettings:
     """What the fold proxies see (``--backbone``, ``--finetune``, ``--embeddings``; keys of ``[score]``).
 
-    backbone:         ``cnn`` (the small CNN from scratch), ``efficientnet_lite0``, ``torchvision:<builder>``,
-                      ``torchscript:<file>``, or ``auto`` (the README's rule: a backbone for large colour images
-                      when one is installed)
+    backbone:         ``auto`` (the README's rule: frozen EfficientNet-Lite0 for colour images of at least 96 px
+                      when it is installed, else the CNN), ``cnn`` (the small CNN from scratch),
+                      ``efficientnet_lite0``, ``torchvision:<builder>`` or ``torchscript:<file>``
     finetune:         0 for frozen features (heads on cached features), N to train the backbone's last N blocks
     embeddings:       a ``.npy`` (N, D) in dataset order or a ``.parquet`` with ``id`` and a vector column: the
                       user's own vectors as frozen features
@@ -87,7 +87,7 @@ class BackboneSettings:
                       ``adversarial_distance``: DeepFool in input space), instead of on the features
     """
 
-    backbone: str = "cnn"
+    backbone: str = "auto"
     finetune: int = 0
     embeddings: str | None = None
     backbone_weights: str | None = None

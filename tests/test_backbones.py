@@ -103,7 +103,7 @@ def test_the_feature_cache_is_reused_on_a_second_run(photo_folder, tmp_path):
 
 
 def test_embeddings_are_frozen_features_with_the_same_artifacts_layout(photo_folder, tmp_path):
-    cnn = _score(photo_folder, tmp_path / "cnn")
+    cnn = _score(photo_folder, tmp_path / "cnn", backbone="cnn")
     rng = np.random.default_rng(0)
     labels = np.array([cnn.classes.index(c) for c in cnn.scores["label"]])
     vectors = (rng.normal(size=(60, 16)) + 3 * labels[:, None]).astype(np.float32)
@@ -184,3 +184,15 @@ def test_adversarial_distance_can_run_in_input_space_through_the_backbone(photo_
     np.testing.assert_allclose(features.scores["score_adversarial_distance_margin"],
                                images.scores["score_adversarial_distance_margin"], rtol=1e-5)
     assert not np.allclose(features.scores["score_adversarial_distance"], images.scores["score_adversarial_distance"])
+
+
+def test_auto_picks_the_backbone_for_colour_photos_and_the_cnn_for_small_grey_images(photo_folder, tmp_path,
+                                                                                     noisy_digits):
+    photos = curator.score(photo_folder, out=tmp_path / "photos", epochs=1, scorers="learning_speed", progress=False)
+    digits = curator.score(noisy_digits[0], out=tmp_path / "digits", epochs=1, scorers="learning_speed",
+                           progress=False)
+    assert photos.manifest["features"]["backbone"] == "efficientnet_lite0"
+    assert "colour images, median longest side 96 px" in photos.manifest["features"]["chosen_by"]
+    assert photos.manifest["dataset"]["decode"]["fit"] == "crop"
+    assert digits.manifest["features"]["backbone"] == "cnn"
+    assert "greyscale images, median longest side 8 px" in digits.manifest["features"]["chosen_by"]

