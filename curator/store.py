@@ -40,10 +40,20 @@ def completed(out: Path, key: dict) -> "Run | None":
         recorded = json.loads(manifest.read_text()).get("run_key")
     except (OSError, ValueError):
         raise RunError(f"--resume {out}: exists but is not a finished curator run (no readable manifest.json)") from None
-    if recorded != json.loads(json.dumps(key, default=str)):
+    key = json.loads(json.dumps(key, default=str))
+    if recorded != key:
         raise RunError(f"--resume {out}: the finished run was made with another dataset or other settings "
-                       "(fingerprint, folds, epochs, seed, ...); choose another --out")
+                       f"({key_difference(recorded, key)}); choose another --out")
     return Run(out)
+
+
+def key_difference(before: object, now: object, where: str = "") -> str:
+    """The first setting that differs between two run keys, as ``train.epochs: 6, now 3``."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for name in [*before, *(k for k in now if k not in before)]:
+            if before.get(name) != now.get(name):
+                return key_difference(before.get(name), now.get(name), f"{where}.{name}" if where else name)
+    return f"{where or 'run key'}: {before!r}, now {now!r}"
 
 
 class Staging:
@@ -72,7 +82,7 @@ class Staging:
         if not resume or previous != key:
             if resume and previous is not None:
                 raise RunError(f"--resume {out}: the partial run was made with another dataset or other settings "
-                               "(fingerprint, folds, epochs, seed, ...); start a new run instead")
+                               f"({key_difference(previous, key)}); start a new run instead")
             for child in self.path.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()

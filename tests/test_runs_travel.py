@@ -119,4 +119,4 @@ def test_resume_on_a_finished_run_with_other_settings_is_refused(relative_run, m
     home, run = relative_run
     monkeypatch.chdir(home)
     result = CliRunner().invoke(main, ["score", "digits", "--out", "run", "--resume", "--seed", "7", *QUICK])
-    assert result.exit_code == 2 and "other settings" in result.output and "--out" in result.output
+    assert result.exit_code == 2 and "other settings (train.seed: 0, now 7)" in result.output and "--out" in result.output
