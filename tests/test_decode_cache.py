@@ -66,9 +66,9 @@ def test_an_interrupted_decode_resumes_from_its_finished_chunks(night_one, monke
     monkeypatch.setattr(decoding, "decode_one", real)
     resumed = curator.load_dataset(root)
     assert resumed.decode["decoded_files"] == 100                # chunks 1 and 2 were finished
-    fresh = tmp_copy = root.with_name("copy")
-    shutil.copytree(root, tmp_copy)
-    np.testing.assert_array_equal(resumed.inputs, curator.load_dataset(fresh).inputs)
+    copy = root.with_name("copy")                                # decoded in one go, for comparison
+    shutil.copytree(root, copy)
+    np.testing.assert_array_equal(resumed.inputs, curator.load_dataset(copy).inputs)
 
 
 def test_the_run_manifest_counts_the_decoded_files(night_one, tmp_path):
