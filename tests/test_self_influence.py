@@ -65,7 +65,8 @@ def test_all_mode_adds_the_other_layers_to_the_last_layer_norm(ctx):
     x, y = ctx.inputs(index), torch.as_tensor(ctx.labels[index])
     full = full_sq_norms(model, x, y)
     assert torch.all(full >= last_layer_sq_norms(model, x, y) * (1 - 1e-4))
-    torch.testing.assert_close(full_sq_norms(model, x, y, chunk=5), full, rtol=1e-5, atol=0)
+    # Chunks sum the same float32 products in another order: equal up to float32 rounding.
+    torch.testing.assert_close(full_sq_norms(model, x, y, chunk=5), full, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("options, option", [({"mode": "full"}, "mode"), ({"batch_size": 0}, "batch_size")])
