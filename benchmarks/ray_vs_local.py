@@ -3,14 +3,14 @@
 Real Fashion-MNIST images (Debian's dataset-fashion-mnist; scikit-learn's digits when absent) with
 10% flipped labels, written once as an .npz. Four runs with the same seed:
 
-- local: the folds train one after another in this process (torch's default thread count);
-- local, 1 thread per ... : the same with as many torch threads as each Ray task gets;
+- local: the default backend (the K folds side by side in worker processes, cores/K threads each,
+  exactly the shape of the Ray fold tasks);
+- local, 1 thread: ``threads=1``, everything one after another on one core;
 - ray, cold: `--backend ray` starting its own Ray instance on this machine (start-up included);
 - ray, warm: a Ray instance already running (`ray.init()` before the call), as on a cluster.
 
 Prints a Markdown table: total, train-stage and score-stage seconds, the fold tasks and scorer shards,
-and how far each run's scores are from those of the local run with the Ray tasks' thread count (CPU
-runs agree bit for bit only at equal thread counts; see docs/ray.md).
+and how far each run's scores are from the local default run's (the Ray runs must equal it bit for bit).
 
     .venv/bin/python benchmarks/ray_vs_local.py --n 20000
 """
@@ -64,7 +64,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    import torch
 
     work = Path(tempfile.mkdtemp(prefix="curator-ray-bench-"))
     os.environ.setdefault("CURATOR_CACHE_DIR", str(work / "cache"))
@@ -72,25 +71,20 @@ def main() -> None:
         data = work / "data.npz"
         what = build(data, args.n, args.seed)
         common = dict(dataset=data, scorers=args.scorers, epochs=args.epochs, seed=args.seed)
-        threads = torch.get_num_threads()
-        rows = [timed(f"local, {threads} threads", out=work / "local", **common),
+        rows = [timed("local (default)", out=work / "local", **common),
+                timed("local, threads=1", out=work / "local-1", threads=1, **common),
                 timed("ray, cold (starts Ray)", out=work / "ray-cold", backend="ray", **common)]
-        # The local run with the arithmetic of the Ray tasks: as many torch threads as CPUs each got.
-        task_threads = int(rows[1][2].manifest["config"]["backend"]["fold_resources"].get("num_cpus", 1))
-        torch.set_num_threads(task_threads)
-        rows.insert(1, timed(f"local, {task_threads} thread(s)", out=work / "local-matched", **common))
-        torch.set_num_threads(threads)
         ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
         try:
             rows.append(timed("ray, warm (Ray running)", out=work / "ray-warm", backend="ray", **common))
         finally:
             ray.shutdown()
 
-        reference = rows[1][2].scores
+        reference = rows[0][2].scores
         columns = [c for c in reference.columns if c.startswith("score_")]
         print(f"{what}; {args.epochs} epochs, 2 folds, scorers {args.scorers}; {os.cpu_count()} CPUs\n")
         print(f"| backend | total s | train stage s | score stage s | fold tasks | scorer shards | max abs. diff "
-              f"of the {len(columns)} score columns vs local, {task_threads} thread(s) | same flags |")
+              f"of the {len(columns)} score columns vs local | same flags |")
         print("|---|---:|---:|---:|---|---|---:|---|")
         for label, seconds, run in rows:
             backend, stages = run.manifest["config"]["backend"], run.manifest["stages"]
