@@ -7,12 +7,17 @@ are mixed like the dataset's labels as a whole and which the held-out model pred
 chance.
 
 Per fold (the out-of-fold embeddings of one fold come from one network), the L2-normalised embeddings
-are clustered with k-means (``clusters_per_class`` x C clusters, at most one per 39 examples, FAISS,
-seeded). A cluster is a **foreign batch** when
+are clustered with k-means (``clusters_per_class`` x C clusters, at most one per 39 examples and at
+most :data:`MAX_CLUSTERS`: a batch from another source has a size of its own, not one that shrinks as
+the classes grow; FAISS, seeded). A cluster is a **foreign batch** when
 
 - it has at least ``min_size`` members;
-- its labels are mixed like the fold's labels: a chi-square goodness-of-fit test of its label counts
-  against the fold's class frequencies does not reject them (p >= ``alpha``, 0.05); and
+- its labels are mixed like the fold's labels: a goodness-of-fit test of its label counts against the
+  fold's class frequencies does not reject them (p >= ``alpha``, 0.05). Where every class expects at
+  least 5 members this is the chi-square test; with many classes, where most expected counts are far
+  below 1 and the chi-square approximation fails, it is the *collision* test: the number of pairs of
+  members sharing a label, against its mean and variance under labels drawn from the frequencies (a
+  cluster of one or a few classes has far more such pairs); and
 - the held-out model predicts its labels no better than chance: its held-out accuracy is at most
   ``chance_margin`` (0.05) above the accuracy that labels independent of the predictions would give,
   sum_j P(predicted j) P(labelled j) within the cluster.
@@ -29,12 +34,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chisquare
+from scipy.stats import chisquare, norm
 
 from .engine.knn import unit_rows
 
 #: Fewest examples per k-means cluster (FAISS asks for 39 per centroid).
 POINTS_PER_CLUSTER = 39
+#: Most k-means clusters per fold, whatever the number of classes.
+MAX_CLUSTERS = 256
+#: Smallest expected count per class for the chi-square test; below it, the collision test.
+CHI_SQUARE_MIN_EXPECTED = 5.0
 
 
 @dataclass
@@ -45,7 +54,7 @@ class ForeignBatch:
     cluster: int
     rows: np.ndarray
     largest_label_share: float
-    label_mix_p: float              # chi-square p of its labels against the fold's class frequencies
+    label_mix_p: float              # p of its labels against the fold's class frequencies (mix_pvalue)
     heldout_accuracy: float
     chance_accuracy: float
     ids: list[str]
@@ -67,6 +76,24 @@ def _clusters(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return assigned[:, 0]
 
 
+def mix_pvalue(counts: np.ndarray, frequency: np.ndarray) -> float:
+    """p-value of "these label counts (C,) were drawn from ``frequency`` (C,)", one-sided against
+    labels more concentrated than that: chi-square when every class present expects at least
+    :data:`CHI_SQUARE_MIN_EXPECTED` members, else the collision test (same-label pairs S against
+    E = C(m,2) sum f^2 and Var = C(m,2)(p2 - p2^2) + 6 C(m,3)(p3 - p2^2), normal approximation)."""
+    present = frequency > 0
+    m = float(counts.sum())
+    if (frequency[present] * m).min() >= CHI_SQUARE_MIN_EXPECTED:
+        return float(chisquare(counts[present], frequency[present] * m).pvalue)
+    pairs = m * (m - 1) / 2
+    p2, p3 = float((frequency ** 2).sum()), float((frequency ** 3).sum())
+    observed = float((counts * (counts - 1)).sum() / 2)
+    variance = pairs * (p2 - p2 ** 2) + m * (m - 1) * (m - 2) * (p3 - p2 ** 2)
+    if variance <= 0:
+        return 1.0 if observed <= pairs * p2 else 0.0
+    return float(norm.sf((observed - pairs * p2) / np.sqrt(variance)))
+
+
 def foreign_batches(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
                     n_classes: int, ids: list[str], *, clusters_per_class: int = 4, min_size: int = 10,
                     alpha: float = 0.05, chance_margin: float = 0.05, seed: int = 0) -> list[ForeignBatch]:
@@ -78,11 +105,10 @@ def foreign_batches(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarra
     found = []
     for fold in np.unique(folds):
         rows = np.flatnonzero(folds == fold)
-        k = min(clusters_per_class * n_classes, len(rows) // POINTS_PER_CLUSTER)
+        k = min(clusters_per_class * n_classes, len(rows) // POINTS_PER_CLUSTER, MAX_CLUSTERS)
         if k < 2:
             continue
         frequency = np.bincount(labels[rows], minlength=n_classes) / len(rows)
-        present = frequency > 0
         assigned = _clusters(unit_rows(embeddings[rows]), k, seed)
         for cluster in range(k):
             members = rows[assigned == cluster]
@@ -90,7 +116,7 @@ def foreign_batches(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarra
             if m < min_size:
                 continue
             counts = np.bincount(labels[members], minlength=n_classes)
-            mix_p = float(chisquare(counts[present], frequency[present] * m).pvalue)
+            mix_p = mix_pvalue(counts, frequency)
             if mix_p < alpha:
                 continue
             label_share = counts / m

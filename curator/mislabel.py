@@ -106,7 +106,9 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
         for i in targets:
             cell = by_cell[i * c + j]
             virtual = np.sort(block[:, j] - block[:, i])
-            above = d[cell] >= np.median(virtual)
+            half = len(virtual) // 2        # the median of the sorted virtual flips, without re-sorting
+            median = virtual[half] if len(virtual) % 2 else 0.5 * (virtual[half - 1] + virtual[half])
+            above = d[cell] >= median
             count = min(2.0 * above.sum(), float(len(cell)))
             counts[i, j] = count
             if count <= 0:

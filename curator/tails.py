@@ -64,11 +64,17 @@ def heldout_isolation(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndar
     for fold in np.unique(folds):
         rows = np.flatnonzero(folds == fold)
         right = rows[predicted[rows] == labels[rows]]
-        centres = [x[right[labels[right] == c]].mean(axis=0) for c in range(n_classes) if (labels[right] == c).any()]
-        if not centres:
+        counts = np.bincount(labels[right], minlength=n_classes)
+        if not counts.any():
             continue
-        centres = unit_rows(np.stack(centres))
-        out[rows] = 1.0 - (x[rows] @ centres.T).max(axis=1)
+        sums = np.zeros((n_classes, x.shape[1]), np.float64)
+        np.add.at(sums, labels[right], x[right])
+        present = counts > 0
+        centres = unit_rows((sums[present] / counts[present, None]).astype(np.float32))
+        # Similarities in row blocks: never a (rows, classes) array of a whole fold at once.
+        for block in row_slices(len(rows), len(centres)):
+            at = rows[block]
+            out[at] = 1.0 - (x[at] @ centres.T).max(axis=1)
     return out
 
 

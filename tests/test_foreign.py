@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import truth_for
-from curator.foreign import foreign_batches
+from curator.foreign import foreign_batches, mix_pvalue
 
 
 def _embeddings(rng, centers: np.ndarray, assign: np.ndarray) -> np.ndarray:
@@ -67,3 +67,33 @@ def test_foreign_batch_members_are_outliers_never_mislabels(ood_digits_run):
     assert members.any()
     assert not scores["is_mislabeled"].to_numpy()[members].any()
     assert (scores["outlier_score"].to_numpy()[members] >= 0.5).all()
+
+
+def test_with_a_thousand_classes_arbitrary_labels_pass_the_mix_test_and_a_few_classes_fail_it():
+    # 390 members over 1,000 classes expect 0.39 per class: the chi-square approximation is void there,
+    # the collision test is not. Calibrated: arbitrary labels are rejected about alpha of the time.
+    rng = np.random.default_rng(0)
+    frequency = np.full(1000, 1e-3)
+    arbitrary = [mix_pvalue(np.bincount(rng.integers(0, 1000, 390), minlength=1000), frequency) for _ in range(400)]
+    assert 0.01 <= np.mean(np.array(arbitrary) < 0.05) <= 0.10
+    few = np.bincount(rng.integers(0, 20, 390), minlength=1000)            # one cluster of 20 classes
+    assert mix_pvalue(few, frequency) < 1e-6
+    # Ten classes and enough members: the chi-square test, as before.
+    counts = np.array([40, 38, 41, 39, 42, 37, 40, 43, 40, 40])
+    assert mix_pvalue(counts, np.full(10, 0.1)) > 0.5
+
+
+def test_a_foreign_batch_is_found_among_a_thousand_classes():
+    rng = np.random.default_rng(3)
+    n_classes, per_class = 1000, 12
+    labels = np.repeat(np.arange(n_classes), per_class)
+    centers = rng.normal(size=(n_classes + 1, 32))
+    foreign = 400
+    x = np.concatenate([_embeddings(rng, centers, labels), _embeddings(rng, centers, np.full(foreign, n_classes))])
+    all_labels = np.r_[labels, rng.integers(0, n_classes, foreign)]
+    predicted = np.r_[labels, rng.integers(0, n_classes, foreign)]
+    ids = [str(i) for i in range(len(all_labels))]
+    found = foreign_batches(x, np.zeros(len(all_labels), np.int64), all_labels, predicted, n_classes, ids)
+    rows = set(np.concatenate([b.rows for b in found]).tolist()) if found else set()
+    foreign_rows = set(range(len(labels), len(all_labels)))
+    assert len(rows & foreign_rows) >= 0.75 * foreign and len(rows - foreign_rows) <= 0.05 * foreign
