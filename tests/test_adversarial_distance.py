@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 import curator
 from curator.plugins import Registered
 from curator.scoring import check_scorer_options
-from curator_plugins.adversarial_distance import SCORER, closeness_rank, deepfool
+from curator_plugins.adversarial_distance import SCORER, closeness_rank, deepfool, last_layer_margin
 from conftest import score_context, truth_for
 
 
@@ -89,3 +89,16 @@ def test_bad_options_are_rejected_by_name_before_scoring(options):
     entry = Registered(SCORER, "adversarial_distance", "curator", "test")
     with pytest.raises(curator.ConfigError, match=next(iter(options))):
         check_scorer_options([entry], {"adversarial_distance": options}, ["adversarial_distance"])
+
+
+def test_the_last_layer_margin_in_row_blocks_equals_the_direct_formula(monkeypatch):
+    # min_{k != pred} (z_pred - z_k) / ||w_pred - w_k||, with the pair norms spelled out as a (C, C) table.
+    rng = np.random.default_rng(0)
+    z, w = rng.normal(size=(3000, 37)).astype(np.float32), rng.normal(size=(37, 16))
+    z64, pred = z.astype(np.float64), z.argmax(1)
+    direct = (z64[np.arange(3000), pred][:, None] - z64) / np.linalg.norm(w[:, None] - w[None], axis=2)[pred]
+    direct[np.arange(3000), pred] = np.inf
+    monkeypatch.setattr("curator_plugins.adversarial_distance.MARGIN_BLOCK_VALUES", 37 * 500)   # 6 blocks
+    np.testing.assert_allclose(last_layer_margin(z, w), direct.min(1), rtol=1e-9)
+    rows = np.array([5, 2999, 17])
+    np.testing.assert_allclose(last_layer_margin(z, w, rows), direct.min(1)[rows], rtol=1e-9)

@@ -123,20 +123,34 @@ def deepfool(model, inputs: torch.Tensor, *, max_iter: int = 3, overshoot: float
     return Attack(perturbation, distance, flipped)
 
 
-def last_layer_margin(logits: np.ndarray, weight: np.ndarray) -> np.ndarray:
+#: float64 values per block of logit rows in :func:`last_layer_margin` (32 MB).
+MARGIN_BLOCK_VALUES = 1 << 22
+
+
+def last_layer_margin(logits: np.ndarray, weight: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Feature-space distance to the nearest boundary of a linear head around the prediction.
 
-    logits: (N, C), weight: (C, D) -> (N,) min_{k != pred} (z_pred - z_k) / ||w_pred - w_k||.
+    logits: (N, C) (a memory map is fine), weight: (C, D); rows: the rows of ``logits`` to measure
+    (default all) -> (len(rows),) min_{k != pred} (z_pred - z_k) / ||w_pred - w_k||. Read in row blocks
+    of about 32 MB; ||w_pred - w_k|| comes from the predicted class's row of the head alone
+    (||w_p||^2 + ||w_k||^2 - 2 w_p.w_k), so memory is O(block x C), never C x C x D.
     """
-    logits = np.asarray(logits, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
-    pred = logits.argmax(1)
-    gap = logits[np.arange(len(logits)), pred][:, None] - logits           # (N, C)
-    pair_norm = np.linalg.norm(weight[:, None, :] - weight[None, :, :], axis=2)  # (C, C)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dist = gap / pair_norm[pred]
-    dist[np.arange(len(logits)), pred] = np.inf
-    return np.nan_to_num(dist, nan=np.inf).min(1)
+    sq_norm = (weight ** 2).sum(axis=1)                                      # (C,)
+    rows = np.arange(len(logits)) if rows is None else np.asarray(rows)
+    step = max(1, MARGIN_BLOCK_VALUES // max(logits.shape[1], 1))
+    out = np.empty(len(rows), np.float64)
+    for start in range(0, len(rows), step):
+        z = np.asarray(logits[rows[start:start + step]], dtype=np.float64)  # (B, C)
+        at = np.arange(len(z))
+        pred = z.argmax(1)
+        gap = z[at, pred][:, None] - z
+        pair_sq = sq_norm[pred][:, None] + sq_norm[None, :] - 2.0 * (weight[pred] @ weight.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dist = gap / np.sqrt(np.maximum(pair_sq, 0.0))
+        dist[at, pred] = np.inf
+        out[start:start + step] = np.nan_to_num(dist, nan=np.inf).min(1)
+    return out
 
 
 def closeness_rank(distance: np.ndarray) -> np.ndarray:
@@ -221,11 +235,11 @@ def rank_distances(ctx: curator.ScoreContext, parts) -> dict[str, np.ndarray]:
     rank, and the free last-layer margin column."""
     opts = _options(ctx)
     n, folds = ctx.n_examples, ctx.folds
-    logits = np.asarray(ctx.oof_logits)                                     # (N, C)
     margin = np.empty(n, np.float64)
     for fold in np.unique(folds):
-        rows = folds == fold
-        margin[rows] = last_layer_margin(logits[rows], ctx.load_model(int(fold)).head.weight.detach().cpu().numpy())
+        rows = np.flatnonzero(folds == fold)
+        head = ctx.load_model(int(fold)).head.weight.detach().cpu().numpy()
+        margin[rows] = last_layer_margin(ctx.oof_logits, head, rows)          # (N, C) read in row blocks
     distance = np.array(parts["distance"], dtype=np.float64)
     chosen = _deepfool_subset(ctx, opts["subset"])
     if not chosen.all():
