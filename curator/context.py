@@ -19,6 +19,22 @@ from .engine.inputs import InputBank, Normalizer, shared_bank
 from .engine.models import ModelSpec, build_model
 
 
+class ScaledRows:
+    """Rows of a (N, C) array (a memory map) times a constant, read on demand: ``view[rows]`` is
+    ``array[rows] * scale`` in float32. The whole (N, C) never sits in memory (a million examples in
+    a thousand classes is 4 GB)."""
+
+    def __init__(self, array: np.ndarray, scale: float):
+        self.array, self.scale = array, float(scale)
+        self.shape, self.dtype = array.shape, np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return (np.asarray(self.array[rows], dtype=np.float32) * np.float32(self.scale)).astype(np.float32, copy=False)
+
+
 class Dynamics:
     """Per-epoch records of each example from the model that trained on it (in-sample), kept while
     the proxies trained, so their size grows with N (and N x C once), never with E x N x C:
@@ -28,7 +44,8 @@ class Dynamics:
     correct: (E, N) bool         argmax == given label
     loss:    (E, N) float32      cross-entropy
     prob_sq: (E, N) float32      sum_k p_k^2 (so ||p - e_y||^2 = prob_sq - 2 p_label + 1)
-    ema_probs(): (N, C) float32  the early-learning target over the epochs
+    ema_probs(): (N, C) float32  the early-learning target over the epochs (ema_rows(): the same, read
+                                 row block by row block)
     logits:  (E, N, C) float32   only when the run kept them ([train] keep_logits: by default up to 1 GiB)
     """
 
@@ -62,17 +79,25 @@ class Dynamics:
         """The beta of the recorded early-learning target."""
         return float(json.loads((self._dir / "model.json").read_text())["train_config"]["ema_beta"])
 
+    def ema_rows(self, beta: float | None = None) -> "ScaledRows | np.ndarray":
+        """The early-learning targets of :meth:`ema_probs`, indexable by rows (``t[a:b]``, ``t[index]``)
+        without the (N, C) array in memory when ``beta`` is the recorded one; another beta computes
+        them from the per-epoch logits (kept only when they fit, so the array is small too)."""
+        if beta is None or abs(beta - self.ema_beta) < 1e-12:
+            raw = np.load(self._dir / "dynamics_ema.npy", mmap_mode="r")
+            return ScaledRows(raw, 1.0 / (1.0 - self.ema_beta ** self.n_epochs))
+        return self.ema_probs(beta)
+
     def ema_probs(self, beta: float | None = None, chunk: int = 65536) -> np.ndarray:
         """(N, C) float32 early-learning targets: t <- beta t + (1 - beta) softmax(z_e) over epochs e,
         bias-corrected for the zero start (Liu et al. 2020). Rows sum to 1. ``beta`` None (or the
         recorded :attr:`ema_beta`): the target recorded while training; another beta needs the
         per-epoch logits."""
         if beta is None or abs(beta - self.ema_beta) < 1e-12:
-            raw = np.load(self._dir / "dynamics_ema.npy", mmap_mode="r")
-            scale = 1.0 / (1.0 - self.ema_beta ** self.n_epochs)
-            out = np.empty(raw.shape, np.float32)
-            for start in range(0, len(raw), chunk):
-                out[start:start + chunk] = raw[start:start + chunk] * scale
+            rows = self.ema_rows()
+            out = np.empty(rows.shape, np.float32)
+            for start in range(0, len(rows), chunk):
+                out[start:start + chunk] = rows[start:start + chunk]
             return out
         logits = self.logits
         _, n, c = logits.shape

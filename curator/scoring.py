@@ -357,7 +357,7 @@ def _score_into(staging: store.Staging, examples: Examples, selected: list[Regis
     informing = {f"score_{col}": kinds for e in selected if scorer_log[e.record.name]["status"] == "done"
                  for col, kinds in e.record.column_issues().items() if f"score_{col}" in columns}
     flags = flag({c: columns[c] for c in informing}, informing, oof_probs, examples.labels, examples.classes,
-                 examples.ids, settings.flags, insample_probs=Dynamics(root / "artifacts").ema_probs(),
+                 examples.ids, settings.flags, insample_probs=Dynamics(root / "artifacts").ema_rows(),
                  oof_logits=trained.oof_logits, embeddings=trained.embeddings, folds=trained.folds,
                  metadata=examples.metadata)
     timings["flag"] = _done(t0)

@@ -45,6 +45,17 @@ def test_the_recorded_statistics_equal_those_of_the_logits(runs):
         np.testing.assert_allclose(target, (expected / (1 - beta ** 3)).numpy(), atol=1e-6)
 
 
+def test_the_early_learning_rows_read_on_demand_equal_the_whole_target(runs):
+    kept, _ = runs
+    dynamics = curator.Dynamics(kept.path / "artifacts")
+    whole, rows = dynamics.ema_probs(), dynamics.ema_rows()
+    assert not isinstance(rows, np.ndarray) and rows.shape == whole.shape and len(rows) == len(whole)
+    np.testing.assert_array_equal(rows[10:250], whole[10:250])
+    index = np.array([3, 0, 77])
+    np.testing.assert_array_equal(rows[index], whole[index])
+    assert rows[0:5].dtype == np.float32
+
+
 def test_without_the_logits_the_scores_are_the_same_and_reading_them_names_the_setting(runs):
     kept, lean = runs
     assert (kept.path / "artifacts" / "dynamics_logits.npy").exists()
