@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chisquare, norm
 
-from .engine.knn import unit_rows
+from .engine.knn import spherical_kmeans, unit_rows
 
 #: Fewest examples per k-means cluster (FAISS asks for 39 per centroid).
 POINTS_PER_CLUSTER = 39
@@ -64,16 +64,6 @@ class ForeignBatch:
                 "largest_label_share": round(self.largest_label_share, 4), "label_mix_p": round(self.label_mix_p, 4),
                 "heldout_accuracy": round(self.heldout_accuracy, 4),
                 "chance_accuracy": round(self.chance_accuracy, 4), "ids": self.ids}
-
-
-def _clusters(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """(M,) k-means cluster of each L2-normalised row of ``x`` (M, D)."""
-    import faiss
-
-    kmeans = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True)
-    kmeans.train(x)
-    _, assigned = kmeans.index.search(x, 1)
-    return assigned[:, 0]
 
 
 def mix_pvalue(counts: np.ndarray, frequency: np.ndarray) -> float:
@@ -109,7 +99,7 @@ def foreign_batches(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarra
         if k < 2:
             continue
         frequency = np.bincount(labels[rows], minlength=n_classes) / len(rows)
-        assigned = _clusters(unit_rows(embeddings[rows]), k, seed)
+        assigned = spherical_kmeans(unit_rows(embeddings[rows]), k, seed)
         for cluster in range(k):
             members = rows[assigned == cluster]
             m = len(members)

@@ -4,7 +4,7 @@ predict the label on their own.
 A model that learned a shortcut (the ruler in the skin-lesion photo) gets most of a class right and
 a coherent minority of it wrong: the bias-conflicting examples, which the held-out model consistently
 pushes towards the same other class. So per class, the directions of the out-of-fold logit vectors
-are clustered (k-means; on digits with a planted patch shortcut this isolates the minority far better
+are clustered (spherical k-means; on digits with a planted patch shortcut this isolates the minority far better
 than clustering the embeddings, which mostly follow the digit's shape), and a cluster is a **suspected
 shortcut group** when it is large enough and its held-out accuracy falls well below its class's. Its
 held-out misses are flagged ``is_spurious``. Examples another decision explains (flagged mislabels,
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
 
-from .engine.knn import unit_rows
+from .engine.knn import spherical_kmeans, unit_rows
 from .mislabel import row_slices
 
 
@@ -88,7 +87,7 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
         z = np.asarray(oof_logits[members], dtype=np.float64)
         held = np.exp(z - z.max(axis=1, keepdims=True))
         p_label = held[:, c] / held.sum(axis=1)
-        assignment = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(unit_rows(z))
+        assignment = spherical_kmeans(unit_rows(z), k, seed)
         for g in range(k):
             inside = assignment == g
             rows = members[inside]

@@ -29,6 +29,18 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def spherical_kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(M,) cluster of each L2-normalised row of ``x`` (M, D): FAISS spherical k-means, 20 iterations,
+    seeded (small inputs are clustered as they are, without FAISS's warning about them)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, min_points_per_centroid=1)
+    kmeans.train(x)
+    _, assigned = kmeans.index.search(x, 1)
+    return assigned[:, 0]
+
+
 def _flat_ip_index(dim: int, device: torch.device, k: int):
     """(exact inner-product index, GPU resources or None): on the GPU when FAISS was built with GPU
     support and ``device`` is CUDA, else on the CPU. The caller keeps the resources alive while the
