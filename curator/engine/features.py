@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from ..settings import BackboneSettings
 
 FEATURES_VERSION = 1
-# The rule behind ``auto`` (README, "Pretrained backbones", from benchmarks/backbones.py): on 28-px
+# The rule behind ``auto`` (README, "Proxies that can see photographs", from benchmarks/backbones.py): on 28-px
 # greyscale digits and clothes the small CNN beat EfficientNet-Lite0 on every measure; on 96/128-px
 # colour photographs the backbone's proxies were as good or far better (shapes on photographs: 0.70
-# out-of-fold accuracy frozen, 0.87 fine-tuned, against the CNN's 0.25).
+# out-of-fold accuracy frozen, 0.87 fine-tuned, against the CNN's 0.27).
 AUTO_MIN_SIDE = 96
 
 
