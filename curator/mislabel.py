@@ -12,7 +12,12 @@ number of flips is estimated by counting the cell's examples above the median d 
 posterior of an example is that count times the density ratio of virtual flips to the cell's
 examples at its d (fitted increasing in d: further out is never less suspicious). This is a
 confident joint per class pair whose threshold is set by how flips from j actually look, not by a
-mean self-confidence.
+mean self-confidence. With many classes a cell often holds a single flip: when it lies above its
+virtual flips' median the doubled count exceeds the cell and is capped, when below the cell counts
+none. What the caps cut off (the flips of the cells that count none) is then placed among the
+examples of those cells by their position q among their cell's virtual flips (a flip below the median
+has q uniform on [0, 1/2), a clean example q near 0), with the same density-ratio fit pooled over all
+such cells. With few classes the cells are large, no cap binds, and this step does nothing.
 
 **Every mislabel scorer, weighted by the run.** The evidence vector of an example is d and every
 column that declares ``mislabeled`` (built-in or third-party), each turned into normal scores against
@@ -93,6 +98,10 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
     targets_of: dict[int, list[int]] = {}
     for key in sorted(by_cell):
         targets_of.setdefault(key % c, []).append(key // c)
+    # Where counting per cell falls short: flips cut off by the caps, and the position q of each example
+    # of a cell that counted none among its cell's virtual flips.
+    cut_off = 0.0
+    q = np.full(n, np.nan)
     confident = np.flatnonzero(predicted == labels)
     confident = confident[np.argsort(labels[confident], kind="stable")]
     starts = np.searchsorted(labels[confident], np.arange(c + 1))
@@ -110,8 +119,10 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
             median = virtual[half] if len(virtual) % 2 else 0.5 * (virtual[half - 1] + virtual[half])
             above = d[cell] >= median
             count = min(2.0 * above.sum(), float(len(cell)))
+            cut_off += 2.0 * above.sum() - count
             counts[i, j] = count
             if count <= 0:
+                q[cell] = np.searchsorted(virtual, d[cell], side="right") / len(virtual)
                 continue
             # Density ratio virtual / cell at each d: the share of virtual flips among the two samples
             # pooled with equal weight, fitted increasing in d (pool adjacent violators).
@@ -123,6 +134,10 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
             share[order_all] = isotonic_regression(is_virtual[order_all], weights=weight[order_all]).x
             share = np.clip(share[len(virtual):], EPS, 1 - EPS)
             posterior[cell] = np.clip(count / len(cell) * share / (1 - share), EPS, 1 - EPS)
+    uncounted = np.flatnonzero(np.isfinite(q))
+    if cut_off > 0 and len(uncounted):
+        posterior[uncounted] = _placed_flips(q[uncounted], cut_off)
+        np.add.at(counts, (labels[uncounted], runner_up[uncounted]), posterior[uncounted])
     # Prior of each cell: its flip rate shrunk towards its class's by one pseudo-example, so a cell
     # where the virtual flips found none still lets strong evidence from the other columns through.
     sizes = np.bincount(cell_of, minlength=c * c).reshape(c, c)
@@ -130,6 +145,21 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
     cell_prior = (counts + class_rate[:, None]) / (sizes + 1.0)
     prior = np.clip(cell_prior[labels, runner_up], EPS, 1 - EPS)
     return HeldoutCells(runner_up, d.astype(np.float32), prior, posterior, counts)
+
+
+def _placed_flips(q: np.ndarray, flips: float) -> np.ndarray:
+    """Posteriors of M examples, ``flips`` of them expected to be flips whose position ``q`` (M,) among
+    virtual flips is uniform on [0, 1/2): the flip rate times the density ratio of that uniform to the
+    examples' q, fitted increasing in q as for a cell."""
+    m = len(q)
+    uniform = (np.arange(m) + 0.5) / (2 * m)
+    pooled = np.r_[uniform, q]
+    is_virtual = np.r_[np.ones(m), np.zeros(m)]
+    order = np.argsort(pooled, kind="stable")
+    share = np.empty(2 * m)
+    share[order] = isotonic_regression(is_virtual[order]).x
+    share = np.clip(share[m:], EPS, 1 - EPS)
+    return np.clip(min(flips / m, 1.0) * share / (1 - share), EPS, 1 - EPS)
 
 
 def clean_normal_scores(values: np.ndarray, clean: np.ndarray) -> np.ndarray:
