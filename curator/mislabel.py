@@ -124,16 +124,7 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
             if count <= 0:
                 q[cell] = np.searchsorted(virtual, d[cell], side="right") / len(virtual)
                 continue
-            # Density ratio virtual / cell at each d: the share of virtual flips among the two samples
-            # pooled with equal weight, fitted increasing in d (pool adjacent violators).
-            pooled = np.r_[virtual, d[cell]]
-            is_virtual = np.r_[np.ones(len(virtual)), np.zeros(len(cell))]
-            weight = np.r_[np.full(len(virtual), 0.5 / len(virtual)), np.full(len(cell), 0.5 / len(cell))]
-            order_all = np.argsort(pooled, kind="stable")
-            share = np.empty(len(pooled))
-            share[order_all] = isotonic_regression(is_virtual[order_all], weights=weight[order_all]).x
-            share = np.clip(share[len(virtual):], EPS, 1 - EPS)
-            posterior[cell] = np.clip(count / len(cell) * share / (1 - share), EPS, 1 - EPS)
+            posterior[cell] = np.clip(count / len(cell) * _density_ratio(virtual, d[cell]), EPS, 1 - EPS)
     uncounted = np.flatnonzero(np.isfinite(q))
     if cut_off > 0 and len(uncounted):
         posterior[uncounted] = _placed_flips(q[uncounted], cut_off)
@@ -147,19 +138,27 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
     return HeldoutCells(runner_up, d.astype(np.float32), prior, posterior, counts)
 
 
+def _density_ratio(virtual: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(len(observed),) density of the ``virtual`` sample over that of ``observed`` at each observed
+    value: the share of virtual points among the two samples pooled with equal weight, fitted
+    increasing in the value (pool adjacent violators): further out is never less suspicious."""
+    pooled = np.r_[virtual, observed]
+    is_virtual = np.r_[np.ones(len(virtual)), np.zeros(len(observed))]
+    weight = np.r_[np.full(len(virtual), 0.5 / len(virtual)), np.full(len(observed), 0.5 / len(observed))]
+    order = np.argsort(pooled, kind="stable")
+    share = np.empty(len(pooled))
+    share[order] = isotonic_regression(is_virtual[order], weights=weight[order]).x
+    share = np.clip(share[len(virtual):], EPS, 1 - EPS)
+    return share / (1 - share)
+
+
 def _placed_flips(q: np.ndarray, flips: float) -> np.ndarray:
     """Posteriors of M examples, ``flips`` of them expected to be flips whose position ``q`` (M,) among
     virtual flips is uniform on [0, 1/2): the flip rate times the density ratio of that uniform to the
-    examples' q, fitted increasing in q as for a cell."""
+    examples' q."""
     m = len(q)
     uniform = (np.arange(m) + 0.5) / (2 * m)
-    pooled = np.r_[uniform, q]
-    is_virtual = np.r_[np.ones(m), np.zeros(m)]
-    order = np.argsort(pooled, kind="stable")
-    share = np.empty(2 * m)
-    share[order] = isotonic_regression(is_virtual[order]).x
-    share = np.clip(share[m:], EPS, 1 - EPS)
-    return np.clip(min(flips / m, 1.0) * share / (1 - share), EPS, 1 - EPS)
+    return np.clip(min(flips / m, 1.0) * _density_ratio(uniform, q), EPS, 1 - EPS)
 
 
 def clean_normal_scores(values: np.ndarray, clean: np.ndarray) -> np.ndarray:
