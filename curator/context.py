@@ -32,7 +32,7 @@ class ScaledRows:
         return len(self.array)
 
     def __getitem__(self, rows) -> np.ndarray:
-        return (np.asarray(self.array[rows], dtype=np.float32) * np.float32(self.scale)).astype(np.float32, copy=False)
+        return np.asarray(self.array[rows], dtype=np.float32) * np.float32(self.scale)
 
 
 class Dynamics:
