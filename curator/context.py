@@ -44,6 +44,8 @@ class Dynamics:
     correct: (E, N) bool         argmax == given label
     loss:    (E, N) float32      cross-entropy
     prob_sq: (E, N) float32      sum_k p_k^2 (so ||p - e_y||^2 = prob_sq - 2 p_label + 1)
+    head_grad_sq: (E, N) float32 ||grad of the loss w.r.t. the head's weights and bias||^2 at the step
+    step_lr: (E, N) float32      the learning rate of that step (sum_e step_lr * head_grad_sq: TracIn)
     ema_probs(): (N, C) float32  the early-learning target over the epochs (ema_rows(): the same, read
                                  row block by row block)
     logits:  (E, N, C) float32   only when the run kept them ([train] keep_logits: by default up to 1 GiB)
@@ -60,13 +62,16 @@ class Dynamics:
     correct = cached_property(lambda self: self._load("correct"))
     loss = cached_property(lambda self: self._load("loss"))
     prob_sq = cached_property(lambda self: self._load("prob_sq"))
+    head_grad_sq = cached_property(lambda self: self._load("head_grad_sq"))
+    step_lr = cached_property(lambda self: self._load("step_lr"))
 
     @cached_property
     def logits(self) -> np.ndarray:
         path = self._dir / "dynamics_logits.npy"
         if not path.exists():
             raise FileNotFoundError(f"{path}: this run did not keep the per-epoch logits (E x N x C over the "
-                                    "[train] keep_logits limit); read p_label, margin, correct, loss, prob_sq or "
+                                    "[train] keep_logits limit); read p_label, margin, correct, loss, prob_sq, "
+                                    "head_grad_sq, step_lr or "
                                     "ema_probs(), or score with keep_logits = \"always\" in [train]")
         return np.load(path, mmap_mode="r")
 

@@ -51,6 +51,7 @@ class FlagConfig:
     clusters_per_class: int = 4
     min_group_size: int = 10
     accuracy_gap: float = 0.3
+    shortcut_alpha: float = 0.05
     foreign_alpha: float = 0.05
     foreign_margin: float = 0.05
     attribute_margin: float = 0.2
@@ -60,6 +61,8 @@ class FlagConfig:
             raise ConfigError(f"--max-flag-rate {self.max_flag_rate}: must be in (0, 1]")
         if not 0.0 < self.accuracy_gap <= 1.0:
             raise ConfigError(f"[flags] accuracy_gap = {self.accuracy_gap}: must be in (0, 1]")
+        if not 0.0 < self.shortcut_alpha < 1.0:
+            raise ConfigError(f"[flags] shortcut_alpha = {self.shortcut_alpha}: must be in (0, 1)")
         if not 0.0 <= self.foreign_alpha < 1.0:
             raise ConfigError(f"[flags] foreign_alpha = {self.foreign_alpha}: must be in [0, 1)")
 
@@ -90,7 +93,7 @@ def _label_and_predicted(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
     p_label = np.empty(len(labels), np.float64)
     predicted = np.empty(len(labels), np.int64)
     for rows in row_slices(len(labels), probs.shape[1]):
-        block = np.asarray(probs[rows], dtype=np.float64)
+        block = np.asarray(probs[rows])
         p_label[rows] = block[np.arange(len(block)), labels[rows]]
         predicted[rows] = block.argmax(axis=1)
     return p_label, predicted
@@ -100,9 +103,9 @@ def _suggestions(oof_probs: np.ndarray, insample_probs: np.ndarray | None, label
     """(N,) the most likely class other than the label under ½ (held-out + in-sample) probabilities."""
     out = np.empty(len(labels), np.int64)
     for rows in row_slices(len(labels), oof_probs.shape[1]):
-        p = np.array(oof_probs[rows], dtype=np.float64)
+        p = np.array(oof_probs[rows], dtype=np.float32)
         if insample_probs is not None:
-            p = (p + np.asarray(insample_probs[rows], dtype=np.float64)) / 2.0
+            p += np.asarray(insample_probs[rows], dtype=np.float32)       # the argmax of the sum is that of the mean
         p[np.arange(len(p)), labels[rows]] = -1.0
         out[rows] = p.argmax(axis=1)
     return out
@@ -175,7 +178,8 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
         shortcuts = shortcut_groups(oof_logits, labels, classes, ids, insample_probs=insample_probs,
                                     exclude=is_mis | in_batch,
                                     clusters_per_class=config.clusters_per_class,
-                                    min_group_size=config.min_group_size, accuracy_gap=config.accuracy_gap)
+                                    min_group_size=config.min_group_size, accuracy_gap=config.accuracy_gap,
+                                    alpha=config.shortcut_alpha)
         groups, group_index = shortcuts.groups, shortcuts.group_index
         is_spur = shortcuts.is_spurious
         spur_score = np.where(group_index >= 0, 1.0 - p_label, 0.0).astype(np.float32)

@@ -74,15 +74,20 @@ def _row_summaries(probs: np.ndarray, labels: np.ndarray):
     predicted = np.empty(n, np.int64)
     d = np.empty(n, np.float64)
     for block in row_slices(n, probs.shape[1]):
-        p = np.log(np.clip(np.asarray(probs[block], dtype=np.float64), 1e-12, 1.0))
+        p = np.array(probs[block])                  # its own dtype: argmax and two lookups need no more
         rows = np.arange(len(p))
         y = labels[block]
         predicted[block] = p.argmax(axis=1)
-        own = p[rows, y].copy()
+        own = p[rows, y].astype(np.float64)
         p[rows, y] = -np.inf
         runner_up[block] = p.argmax(axis=1)
-        d[block] = p[rows, runner_up[block]] - own
+        d[block] = _log(p[rows, runner_up[block]]) - _log(own)
     return runner_up, d, predicted
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    """log of probabilities in float64, clipped at 1e-12 (the log of zero is not evidence)."""
+    return np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0))
 
 
 def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
@@ -91,13 +96,6 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
     runner_up, d, predicted = _row_summaries(oof_probs, labels)
     counts = np.zeros((c, c))
     posterior = np.full(n, EPS)
-    cell_of = labels * c + runner_up
-    order = np.argsort(cell_of, kind="stable")
-    bounds = np.flatnonzero(np.diff(cell_of[order])) + 1
-    by_cell = {int(cell_of[rows[0]]): rows for rows in np.split(order, bounds) if len(rows)}
-    targets_of: dict[int, list[int]] = {}
-    for key in sorted(by_cell):
-        targets_of.setdefault(key % c, []).append(key // c)
     # Where counting per cell falls short: flips cut off by the caps, and the position q of each example
     # of a cell that counted none among its cell's virtual flips.
     cut_off = 0.0
@@ -105,46 +103,61 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
     confident = np.flatnonzero(predicted == labels)
     confident = confident[np.argsort(labels[confident], kind="stable")]
     starts = np.searchsorted(labels[confident], np.arange(c + 1))
-    for j, targets in targets_of.items():
-        # Virtual flips: images the held-out model takes for j and that are labelled j, scored as if
-        # they carried each label i whose cell (i, j) has examples.
+    by_runner_up = np.argsort(runner_up, kind="stable")
+    runner_up_starts = np.searchsorted(runner_up[by_runner_up], np.arange(c + 1))
+    for j in range(c):
+        # Every cell (i, j) at once: the examples whose runner-up is j, against the virtual flips from
+        # j (images the held-out model takes for j and that are labelled j, scored as if labelled i).
+        members = by_runner_up[runner_up_starts[j]:runner_up_starts[j + 1]]
         source = confident[starts[j]:starts[j + 1]]
-        if len(source) < 2:
+        if len(members) == 0 or len(source) < 2:
             continue
-        block = np.log(np.clip(np.asarray(oof_probs[source], dtype=np.float64), 1e-12, 1.0))
-        for i in targets:
-            cell = by_cell[i * c + j]
-            virtual = np.sort(block[:, j] - block[:, i])
-            half = len(virtual) // 2        # the median of the sorted virtual flips, without re-sorting
-            median = virtual[half] if len(virtual) % 2 else 0.5 * (virtual[half - 1] + virtual[half])
-            above = d[cell] >= median
-            count = min(2.0 * above.sum(), float(len(cell)))
-            cut_off += 2.0 * above.sum() - count
-            counts[i, j] = count
-            if count <= 0:
-                q[cell] = np.searchsorted(virtual, d[cell], side="right") / len(virtual)
-                continue
-            posterior[cell] = np.clip(count / len(cell) * _density_ratio(virtual, d[cell]), EPS, 1 - EPS)
+        targets, column = np.unique(labels[members], return_inverse=True)     # cell of each member
+        block = np.asarray(oof_probs[source])
+        virtual = np.sort(_log(block[:, [j]]) - _log(block[:, targets]), axis=0)     # (S, T), each column sorted
+        half = len(virtual) // 2
+        median = virtual[half] if len(virtual) % 2 else 0.5 * (virtual[half - 1] + virtual[half])
+        above = np.bincount(column, weights=d[members] >= median[column], minlength=len(targets))
+        count = np.minimum(2.0 * above, np.bincount(column, minlength=len(targets)))
+        cut_off += float((2.0 * above - count).sum())
+        counts[targets, j] = count
+        none = count[column] <= 0
+        q[members[none]] = _count_at_most(virtual, column[none], d[members[none]]) / len(virtual)
+        for t in np.flatnonzero(count > 0):
+            cell = members[column == t]
+            posterior[cell] = np.clip(count[t] / len(cell) * _density_ratio(virtual[:, t], d[cell]), EPS, 1 - EPS)
     uncounted = np.flatnonzero(np.isfinite(q))
     if cut_off > 0 and len(uncounted):
         posterior[uncounted] = _placed_flips(q[uncounted], cut_off)
         np.add.at(counts, (labels[uncounted], runner_up[uncounted]), posterior[uncounted])
     # Prior of each cell: its flip rate shrunk towards its class's by one pseudo-example, so a cell
     # where the virtual flips found none still lets strong evidence from the other columns through.
-    sizes = np.bincount(cell_of, minlength=c * c).reshape(c, c)
+    sizes = np.bincount(labels * c + runner_up, minlength=c * c).reshape(c, c)
     class_rate = counts.sum(axis=1) / np.maximum(np.bincount(labels, minlength=c), 1)
     cell_prior = (counts + class_rate[:, None]) / (sizes + 1.0)
     prior = np.clip(cell_prior[labels, runner_up], EPS, 1 - EPS)
     return HeldoutCells(runner_up, d.astype(np.float32), prior, posterior, counts)
 
 
+def _count_at_most(columns: np.ndarray, which: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(M,) how many entries of column ``which[m]`` of ``columns`` (S, T), each column sorted, are at
+    most ``values[m]``: one searchsorted per column asked about."""
+    out = np.empty(len(which), np.int64)
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(columns.shape[1] + 1))
+    for column in np.flatnonzero(np.diff(bounds)):
+        asked = order[bounds[column]:bounds[column + 1]]
+        out[asked] = np.searchsorted(columns[:, column], values[asked], side="right")
+    return out
+
+
 def _density_ratio(virtual: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """(len(observed),) density of the ``virtual`` sample over that of ``observed`` at each observed
     value: the share of virtual points among the two samples pooled with equal weight, fitted
     increasing in the value (pool adjacent violators): further out is never less suspicious."""
-    pooled = np.r_[virtual, observed]
-    is_virtual = np.r_[np.ones(len(virtual)), np.zeros(len(observed))]
-    weight = np.r_[np.full(len(virtual), 0.5 / len(virtual)), np.full(len(observed), 0.5 / len(observed))]
+    pooled = np.concatenate([virtual, observed])
+    is_virtual = np.concatenate([np.ones(len(virtual)), np.zeros(len(observed))])
+    weight = np.concatenate([np.full(len(virtual), 0.5 / len(virtual)), np.full(len(observed), 0.5 / len(observed))])
     order = np.argsort(pooled, kind="stable")
     share = np.empty(len(pooled))
     share[order] = isotonic_regression(is_virtual[order], weights=weight[order]).x

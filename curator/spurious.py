@@ -5,9 +5,13 @@ A model that learned a shortcut (the ruler in the skin-lesion photo) gets most o
 a coherent minority of it wrong: the bias-conflicting examples, which the held-out model consistently
 pushes towards the same other class. So per class, the directions of the out-of-fold logit vectors
 are clustered (spherical k-means; on digits with a planted patch shortcut this isolates the minority far better
-than clustering the embeddings, which mostly follow the digit's shape), and a cluster is a **suspected
-shortcut group** when it is large enough and its held-out accuracy falls well below its class's. Its
-held-out misses are flagged ``is_spurious``. Examples another decision explains (flagged mislabels,
+than clustering the embeddings, which mostly follow the digit's shape; with more than ``CLUSTER_DIMS``
+classes, on the logits of the classes the members come nearest to, as the others carry no direction
+any member is pushed in), and a cluster is a **suspected shortcut group** when it is large enough, its
+held-out accuracy falls well below its class's, and so many misses in so few members would be rare
+by chance (a binomial tail at the rest of the class's miss rate, Bonferroni over every cluster
+tested: with a thousand classes a few small clusters fall short by chance alone). Its held-out
+misses are flagged ``is_spurious``. Examples another decision explains (flagged mislabels,
 foreign batches) are left out first, so a cluster of flipped labels is never taken for a shortcut,
 and a group needs the rest of its class to be easy (a hard, confusable class has no coherent
 minority to speak of).
@@ -19,9 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from .engine.knn import spherical_kmeans, unit_rows
 from .mislabel import row_slices
+
+#: Above this many classes a class's members are clustered on the logits of the CLUSTER_DIMS classes
+#: with the largest mean held-out probability among them (its own included).
+CLUSTER_DIMS = 64
 
 
 @dataclass
@@ -57,7 +66,7 @@ class Shortcuts:
 
 def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[str], ids: list[str], *,
                     insample_probs: np.ndarray | None = None, exclude: np.ndarray | None = None, clusters_per_class: int = 4, min_group_size: int = 10,
-                    accuracy_gap: float = 0.3, seed: int = 0) -> Shortcuts:
+                    accuracy_gap: float = 0.3, alpha: float = 0.05, seed: int = 0) -> Shortcuts:
     """Find suspected shortcut groups. oof_logits: (N, C) out-of-fold (may be a memory map); labels:
     (N,); exclude: (N,) bool, examples another decision already explains (flagged mislabels, foreign
     batches), left out of the clusters and of the class accuracies.
@@ -65,7 +74,9 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
     A cluster is a group when it has ``min_group_size`` members, its held-out accuracy is at least
     ``accuracy_gap`` below the rest of its class, the rest of its class is easy (held-out accuracy at
     least 1 - ``accuracy_gap``) and, given ``insample_probs`` (N, C), the model that trained on the
-    cluster fits it: its in-sample accuracy is at least ``accuracy_gap`` above the held-out one. A
+    cluster fits it: its in-sample accuracy is at least ``accuracy_gap`` above the held-out one; and its
+    misses are significant: P(at least that many misses among its members at the rest of the class's
+    miss rate, add-one smoothed) at most ``alpha`` divided by the number of clusters tested. A
     shortcut fails a coherent minority of a class the model otherwise gets right, and the minority is
     learnable from its own features; a hard or ambiguous region is hard for both models."""
     n = len(labels)
@@ -79,14 +90,20 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
     groups: list[ShortcutGroup] = []
     members_of: list[np.ndarray] = []
     gap = np.zeros(n, np.float32)
-    for c in range(len(classes)):
-        members = np.flatnonzero((labels == c) & ~excluded)
-        k = min(clusters_per_class, len(members) // max(min_group_size, 1))
+    members_by_class = [np.flatnonzero((labels == c) & ~excluded) for c in range(len(classes))]
+    clusters = [min(clusters_per_class, len(members) // max(min_group_size, 1)) for members in members_by_class]
+    tests = max(sum(k for k in clusters if k >= 2), 1)
+    for c, (members, k) in enumerate(zip(members_by_class, clusters)):
         if k < 2:
             continue
         z = np.asarray(oof_logits[members], dtype=np.float64)
         held = np.exp(z - z.max(axis=1, keepdims=True))
-        p_label = held[:, c] / held.sum(axis=1)
+        held /= held.sum(axis=1, keepdims=True)
+        p_label = held[:, c]
+        if z.shape[1] > CLUSTER_DIMS:
+            mass = held.mean(axis=0)
+            mass[c] = np.inf
+            z = z[:, np.argsort(-mass, kind="stable")[:CLUSTER_DIMS]]
         assignment = spherical_kmeans(unit_rows(z), k, seed)
         for g in range(k):
             inside = assignment == g
@@ -95,7 +112,11 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
             rest = float(correct[members[~inside]].mean()) if (~inside).any() else acc
             gap[rows] = max(rest - acc, 0.0)
             learnable = insample_probs is None or float(fitted[rows].mean()) - acc >= accuracy_gap
-            if len(rows) >= min_group_size and rest - acc >= accuracy_gap and rest >= 1 - accuracy_gap and learnable:
+            outside = members[~inside]
+            rest_miss_rate = (float((~correct[outside]).sum()) + 1.0) / (len(outside) + 2.0)   # add-one: never 0
+            rare = binom.sf(int((~correct[rows]).sum()) - 1, len(rows), rest_miss_rate) <= alpha / tests
+            if (len(rows) >= min_group_size and rest - acc >= accuracy_gap and rest >= 1 - accuracy_gap and learnable
+                    and rare):
                 missed = np.flatnonzero(inside & ~correct[members])
                 worst = members[missed[np.argsort(p_label[missed])][:20]]
                 groups.append(ShortcutGroup(classes[c], g, len(rows), acc, rest, [ids[i] for i in worst]))

@@ -67,10 +67,11 @@ def heldout_isolation(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndar
         counts = np.bincount(labels[right], minlength=n_classes)
         if not counts.any():
             continue
-        sums = np.zeros((n_classes, x.shape[1]), np.float64)
-        np.add.at(sums, labels[right], x[right])
+        by_class = right[np.argsort(labels[right], kind="stable")]
         present = counts > 0
-        centres = unit_rows((sums[present] / counts[present, None]).astype(np.float32))
+        starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+        sums = np.add.reduceat(x[by_class].astype(np.float64), starts, axis=0)        # one row per present class
+        centres = unit_rows((sums / counts[present, None]).astype(np.float32))
         # Similarities in row blocks: never a (rows, classes) array of a whole fold at once.
         for block in row_slices(len(rows), len(centres)):
             at = rows[block]
@@ -83,8 +84,10 @@ def heldout_hardness(oof_probs: np.ndarray, insample_probs: np.ndarray | None) -
     blocks: either may be a large memory map)."""
     out = np.empty(len(oof_probs), np.float32)
     for rows in row_slices(len(oof_probs), oof_probs.shape[1]):
-        p = np.asarray(oof_probs[rows], dtype=np.float64)
-        if insample_probs is not None:
-            p = np.sqrt(p * np.asarray(insample_probs[rows], dtype=np.float64))
-        out[rows] = -np.log(np.clip(p.max(axis=1), 1e-12, None))
+        p = np.array(oof_probs[rows], dtype=np.float32)
+        if insample_probs is None:
+            out[rows] = -np.log(np.clip(p.max(axis=1).astype(np.float64), 1e-12, None))
+        else:       # the largest geometric mean is the square root of the largest product
+            p *= np.asarray(insample_probs[rows], dtype=np.float32)
+            out[rows] = -0.5 * np.log(np.clip(p.max(axis=1).astype(np.float64), 1e-24, None))
     return out

@@ -111,3 +111,58 @@ def test_deterministic_runs_with_deterministic_kernels_only_and_restores_torch(n
     assert result.exit_code == 0, result.output
     assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
     assert curator.Run(tmp_path / "run").manifest["config"]["train"]["deterministic"] is True
+
+
+class _Recorder:
+    """A sink that keeps what one fold hands over."""
+
+    def __init__(self, n: int, epochs: int):
+        self.head_grad_sq, self.step_lr = np.full((epochs, n), np.nan), np.full((epochs, n), np.nan)
+        self.states: dict[str, dict] = {}
+
+    def dynamics(self, epoch, rows, logits, features_sq, lrs):
+        residual = torch.softmax(torch.from_numpy(logits).double(), 1)
+        residual[torch.arange(len(rows)), torch.as_tensor(self.labels[rows])] -= 1.0
+        self.head_grad_sq[epoch, rows] = residual.pow(2).sum(1).numpy() * (features_sq + 1.0)
+        self.step_lr[epoch, rows] = lrs
+
+    def held_out(self, rows, logits, embeddings):
+        pass
+
+    def checkpoint(self, name, state):
+        self.states[name] = {key: t.clone() for key, t in state.items()}   # it shares the live weights
+
+
+def test_the_head_gradient_recorded_at_each_step_is_the_autograd_one_at_that_steps_weights():
+    """One full-batch step per epoch on an MLP (no batch norm): the step of epoch e reads the weights
+    after epoch e - 1, so the recorded ||grad of the head||^2 equals autograd's at that checkpoint,
+    and the recorded learning rate is the schedule's."""
+    from curator.engine.inputs import InputBank, Normalizer
+    from curator.engine.models import ModelSpec, build_model
+    from curator.engine.optim import lr_at
+
+    rng = np.random.default_rng(0)
+    n, epochs = 60, 3
+    x, y = rng.normal(size=(n, 5)).astype(np.float32), rng.integers(0, 3, n)
+    fold_of = np.arange(n) % 2
+    spec = ModelSpec(kind="mlp", input_shape=(5,), n_classes=3, width=4, embedding_dim=8)
+    cfg = TrainConfig(epochs=epochs, batch_size=n, lr=0.5, seed=3)
+    sink = _Recorder(n, epochs)
+    sink.labels = y
+    bank = InputBank(x, Normalizer("identity", (), ()), torch.device("cpu"))
+    folds.train_fold(0, fold_of, cfg, spec, bank, torch.as_tensor(y), torch.device("cpu"), sink, None)
+    rows = np.flatnonzero(fold_of == 1)                       # trained on by fold 0, and recorded by it
+
+    torch.manual_seed(cfg.seed * 1009 + 0)                    # the fold's initial weights
+    model = build_model(spec)
+    for epoch in range(epochs):
+        if epoch:
+            model.load_state_dict(sink.states[f"fold0-epoch{epoch - 1}.pt"])
+        expected = []
+        for i in rows:
+            model.zero_grad()
+            torch.nn.functional.cross_entropy(model(torch.from_numpy(x[i:i + 1])), torch.tensor([y[i]])).backward()
+            expected.append(float(model.head.weight.grad.pow(2).sum() + model.head.bias.grad.pow(2).sum()))
+        assert min(expected) > 1e-6
+        np.testing.assert_allclose(sink.head_grad_sq[epoch, rows], expected, rtol=1e-4)
+        np.testing.assert_allclose(sink.step_lr[epoch, rows], lr_at(epoch, epochs, 0.5), rtol=1e-6)

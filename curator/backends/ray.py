@@ -61,8 +61,9 @@ class FoldRecording:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple]] = []
 
-    def dynamics(self, epoch: int, rows: np.ndarray, logits: np.ndarray) -> None:
-        self.calls.append(("dynamics", (epoch, rows, logits)))   # same `rows` object every epoch: pickled once
+    def dynamics(self, epoch: int, rows: np.ndarray, logits: np.ndarray, features_sq: np.ndarray,
+                 lrs: np.ndarray) -> None:
+        self.calls.append(("dynamics", (epoch, rows, logits, features_sq, lrs)))
 
     def held_out(self, rows: np.ndarray, logits: np.ndarray, embeddings: np.ndarray) -> None:
         self.calls.append(("held_out", (rows, logits, embeddings)))

@@ -33,9 +33,11 @@ class FoldJob:
     labels: np.ndarray           # (N,) int64
 
 
-#: Per-epoch statistics recorded for every example, (E, N) each: name -> dtype.
+#: Per-epoch statistics recorded for every example at the training step that read it, (E, N) each:
+#: name -> dtype. ``head_grad_sq`` is ||grad of its loss w.r.t. the head (weights and bias)||^2 at that
+#: step's weights, ``step_lr`` the step's learning rate: their product summed over epochs is TracIn.
 EPOCH_STATS = {"p_label": np.float32, "margin": np.float32, "correct": np.bool_, "loss": np.float32,
-               "prob_sq": np.float32}
+               "prob_sq": np.float32, "head_grad_sq": np.float32, "step_lr": np.float32}
 #: Rows of logits turned into statistics at a time, by bytes of float64 work space.
 _STATS_BYTES = 64 << 20
 
@@ -56,9 +58,12 @@ class ArtifactSink:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.ema_beta = float(ema_beta)
 
-    def dynamics(self, epoch: int, rows: np.ndarray, logits: np.ndarray) -> None:
+    def dynamics(self, epoch: int, rows: np.ndarray, logits: np.ndarray, features_sq: np.ndarray,
+                 lrs: np.ndarray) -> None:
         """logits: (len(rows), C) float32 of epoch ``epoch`` for dataset rows ``rows`` (each row once an
-        epoch, epochs in order): the epoch's statistics of those rows and their early-learning target."""
+        epoch, epochs in order), features_sq: (len(rows),) ||h||^2 of their penultimate features and
+        lrs: (len(rows),) the learning rate of the step that read them: the epoch's statistics of those
+        rows and their early-learning target."""
         if "dyn_logits" in self.records:
             self.records["dyn_logits"][epoch, rows] = logits
         step = max(1, _STATS_BYTES // (8 * max(1, logits.shape[1])))
@@ -71,8 +76,14 @@ class ArtifactSink:
             p = log_p.exp()
             log_p_y = log_p.gather(1, y).squeeze(1)
             z_y = z.gather(1, y).squeeze(1)
+            prob_sq = (p * p).sum(1)
+            residual_sq = prob_sq - 2.0 * log_p_y.exp() + 1.0                  # ||p - e_y||^2
+            h_sq = torch.from_numpy(np.asarray(features_sq[start:start + step], dtype=np.float64))
             stats = {"p_label": log_p_y.exp(), "margin": z_y - z.scatter(1, y, float("-inf")).amax(1),
-                     "correct": z.argmax(1) == y.squeeze(1), "loss": -log_p_y, "prob_sq": (p * p).sum(1)}
+                     "correct": z.argmax(1) == y.squeeze(1), "loss": -log_p_y, "prob_sq": prob_sq,
+                     # the head's gradient is (p - e_y) outer [h, 1]: its squared norm in closed form
+                     "head_grad_sq": residual_sq.clamp_min(0.0) * (h_sq + 1.0),
+                     "step_lr": torch.from_numpy(np.asarray(lrs[start:start + step], dtype=np.float64))}
             for name, values in stats.items():
                 self.records[f"dyn_{name}"][epoch, r] = values.numpy()
             # A fold restarted after an interruption starts its rows' EMA from zero again at epoch 0.
@@ -128,7 +139,8 @@ def _train(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: I
         model.train()
         order = torch.randperm(len(train_idx), generator=gen)      # on the host, where the prefetcher reads it
         order_dev = order.to(device)
-        pending_pos, pending_logits, held = [], [], 0
+        pending = {"pos": [], "logits": [], "features_sq": [], "lrs": []}
+        held = 0
         correct = torch.zeros((), device=device)
         lrs = []
         starts = range(0, len(train_idx), cfg.batch_size)
@@ -143,7 +155,7 @@ def _train(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: I
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y_all[idx]
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
+                logits, h = model.forward_features(x)
             logits = logits.float()
             loss = F.cross_entropy(logits, y)
             if target is not None:
@@ -155,14 +167,16 @@ def _train(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: I
                 loss = loss + cfg.elr_lambda * torch.log(1 - (t * p).sum(1)).mean()
             lrs.append(opt.step(loss))
             keep = recorded[pos]
-            pending_pos.append(pos[keep])
-            pending_logits.append(logits.detach()[keep])
+            pending["pos"].append(pos[keep])
+            pending["logits"].append(logits.detach()[keep])
+            pending["features_sq"].append(h.detach()[keep].float().pow(2).sum(1))
+            pending["lrs"].append(torch.full((int(keep.sum()),), lrs[-1], dtype=torch.float32))
             held += len(pos)
             correct += (logits.argmax(1) == y).sum()
             if held >= block:
-                _hand_over(sink, epoch, train_idx, pending_pos, pending_logits)
+                _hand_over(sink, epoch, train_idx, pending)
                 held = 0
-        _hand_over(sink, epoch, train_idx, pending_pos, pending_logits)
+        _hand_over(sink, epoch, train_idx, pending)
         name = f"fold{k}-epoch{epoch}.pt"
         sink.checkpoint(name, {key: t.detach().cpu() for key, t in model.state_dict().items()})
         checkpoints.append({"fold": k, "epoch": epoch, "lr": float(np.mean(lrs)), "file": f"checkpoints/{name}"})
@@ -177,13 +191,14 @@ def _train(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: I
     return {"fold": k, "checkpoints": checkpoints, "train_accuracy": float(correct.item()) / len(train_idx)}
 
 
-def _hand_over(sink: ArtifactSink, epoch: int, train_idx: np.ndarray, positions: list, logits: list) -> None:
-    """Give ``sink`` the buffered logits of recorded rows (positions into ``train_idx``) and empty the buffer."""
-    if positions:
-        pos = torch.cat(positions).cpu().numpy()
-        sink.dynamics(epoch, train_idx[pos], torch.cat(logits).cpu().numpy())
-    positions.clear()
-    logits.clear()
+def _hand_over(sink: ArtifactSink, epoch: int, train_idx: np.ndarray, pending: dict[str, list]) -> None:
+    """Give ``sink`` the buffered logits, ||h||^2 and step learning rates of recorded rows (``pos``:
+    positions into ``train_idx``) and empty the buffer."""
+    if pending["pos"]:
+        joined = {key: torch.cat(parts).cpu().numpy() for key, parts in pending.items()}
+        sink.dynamics(epoch, train_idx[joined["pos"]], joined["logits"], joined["features_sq"], joined["lrs"])
+    for parts in pending.values():
+        parts.clear()
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

@@ -74,7 +74,7 @@ def train_cross_fitted(inputs: np.ndarray, labels: np.ndarray, kind: str, n_clas
     activations at its cut (N, C, H, W) float16; labels: (N,) int64. ``backbone``: what made the
     inputs when a pretrained backbone did (:func:`curator.engine.features.proxy_inputs`); recorded
     in ``model.json``, and for activations it says which blocks the fine-tuned proxies hold.
-    Writes dynamics_{p_label,margin,correct,loss,prob_sq}.npy (E, N), dynamics_ema.npy (N, C),
+    Writes dynamics_{p_label,margin,correct,loss,prob_sq,head_grad_sq,step_lr}.npy (E, N), dynamics_ema.npy (N, C),
     dynamics_logits.npy (E, N, C) when ``config.keeps_logits``, oof_logits.npy, embeddings.npy,
     checkpoints/*.pt, checkpoints.json and model.json. Each finished fold is recorded in
     ``fold<k>.json``; with ``resume`` those folds are not trained again (a fold depends only on

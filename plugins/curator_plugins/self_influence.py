@@ -1,17 +1,23 @@
-"""self_influence: TracIn-CP self-influence (Pruthi et al. 2020).
+"""self_influence: TracIn self-influence (Pruthi et al. 2020).
 
-score(x) = sum over the saved checkpoints i of the model that trained on x (fold ``trained_by[x]``,
-every epoch) of lr_i * ||grad_w loss(w_i, x)||^2, with softmax cross-entropy on the given label.
-An example the model has to bend itself to fit (a flipped label, a freak) keeps a large gradient for
-longer, so high = suspicious; mainly a mislabel signal.
+TracIn's self-influence of a training example x is the sum, over the training steps t that read x, of
+lr_t * ||grad_w loss(w_t, x)||^2 (softmax cross-entropy on the given label), for the model that
+trained on x (fold ``trained_by[x]``). An example the model has to bend itself to fit (a flipped
+label, a freak) keeps a large gradient for longer, so high = suspicious; mainly a mislabel signal.
 
 Modes (``[scorers.self_influence] mode``):
-- ``"last_layer"`` (default): gradient of the final linear layer (weights and bias), in closed form.
-  With p = softmax(z) and h the penultimate features, grad = (p - e_y) outer [h, 1], so
-  ||grad||^2 = ||p - e_y||^2 * (||h||^2 + 1): exact, one eval-mode forward pass per checkpoint.
-- ``"all"``: every trainable parameter, from per-sample gradients (``torch.func`` vmap of grad),
-  computed in chunks so memory stays bounded. Far slower: a backward pass per example per checkpoint,
-  about 20x the last-layer time on CPU; meant for small models and datasets.
+- ``"steps"`` (default): TracIn itself, for the final linear layer (weights and bias), at the very
+  steps that trained on x: the proxies record ||grad||^2 and the step's learning rate for every
+  example while they train (``dynamics.head_grad_sq``, ``dynamics.step_lr``), so scoring costs no
+  forward pass. With p = softmax(z) and h the penultimate features, grad = (p - e_y) outer [h, 1],
+  so ||grad||^2 = ||p - e_y||^2 * (||h||^2 + 1) in closed form (train mode: batch norm on the batch,
+  as the step saw it).
+- ``"last_layer"``: TracIn-CP, the paper's checkpoint approximation: the sum over the saved
+  checkpoints i (every epoch) of lr_i (the epoch's mean learning rate) * the same closed form at
+  w_i; one eval-mode forward pass per checkpoint (on 60k Fashion-MNIST about as long as training).
+- ``"all"``: TracIn-CP over every trainable parameter, from per-sample gradients (``torch.func`` vmap
+  of grad), computed in chunks so memory stays bounded. Far slower: a backward pass per example per
+  checkpoint, about 20x the last-layer time on CPU; meant for small models and datasets.
 
 Other option: ``batch_size`` (default 2048), examples per forward pass.
 
@@ -28,7 +34,7 @@ from torch.func import functional_call, grad, vmap
 
 import curator
 
-MODES = ("last_layer", "all")
+MODES = ("steps", "last_layer", "all")
 # Per-sample gradients held at once in ``all`` mode: chunk * n_parameters float32 stays under this.
 GRAD_BUDGET_BYTES = 256 * 2**20
 
@@ -72,7 +78,7 @@ def full_sq_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chun
     return torch.cat([per_example(x[s:s + chunk], y[s:s + chunk]) for s in range(0, len(x), chunk)])
 
 
-OPTIONS = {"mode": "last_layer", "batch_size": 2048}
+OPTIONS = {"mode": "steps", "batch_size": 2048}
 
 
 def check_options(options) -> None:
@@ -88,9 +94,13 @@ def self_influence_rows(ctx: curator.ScoreContext, rows: np.ndarray) -> dict[str
     """The self-influence of examples ``rows`` (R,): each row needs only its own gradients."""
     options = {**OPTIONS, **ctx.options}
     mode, batch_size = options["mode"], options["batch_size"]
+    rows = np.asarray(rows, dtype=np.int64)
+    if mode == "steps":
+        dynamics = ctx.dynamics
+        steps = np.asarray(dynamics.step_lr[:, rows], np.float64) * dynamics.head_grad_sq[:, rows]   # (E, R)
+        return {"self_influence": steps.sum(axis=0).astype(np.float32)}
     sq_norms = last_layer_sq_norms if mode == "last_layer" else full_sq_norms
 
-    rows = np.asarray(rows, dtype=np.int64)
     score = np.zeros(len(rows), np.float64)
     labels = torch.as_tensor(np.array(ctx.labels), dtype=torch.long)
     trained_by = ctx.trained_by[rows]
@@ -109,9 +119,10 @@ def self_influence_rows(ctx: curator.ScoreContext, rows: np.ndarray) -> dict[str
 SCORER = curator.Scorer(
     name="self_influence",
     issue=("mislabeled",),
-    requires=("checkpoints", "model", "inputs"),
+    requires=("dynamics", "checkpoints", "model", "inputs"),
     score_rows=self_influence_rows,
-    description="TracIn-CP self-influence: sum over checkpoints of lr * ||loss gradient||^2 (last layer or all)",
+    description="TracIn self-influence: sum over the steps that trained on it of lr * ||loss gradient||^2 "
+                "(last layer; or over checkpoints, last layer or all)",
     options=OPTIONS,
     check_options=check_options,
 )
