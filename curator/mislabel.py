@@ -213,10 +213,14 @@ def _class_llr(u: np.ndarray, weight: np.ndarray, labels: np.ndarray) -> np.ndar
     """Log-likelihood ratio per example: a fit per class with enough suspected flips, else the global fit."""
     llr = likelihood_ratio(u, weight)
     need = FLIPS_PER_FEATURE * u.shape[1]
-    for cls in np.unique(labels):
-        members = labels == cls
-        if weight[members].sum() >= need and (1 - weight[members]).sum() >= need:
-            llr[members] = likelihood_ratio(u[members], weight[members])
+    flips = np.bincount(labels, weights=weight)
+    clean = np.bincount(labels) - flips
+    fitted = np.flatnonzero((flips >= need) & (clean >= need))
+    by_class = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[by_class], np.arange(len(flips) + 1))
+    for cls in fitted:
+        members = by_class[starts[cls]:starts[cls + 1]]
+        llr[members] = likelihood_ratio(u[members], weight[members])
     return llr
 
 

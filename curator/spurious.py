@@ -112,11 +112,8 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
             rest = float(correct[members[~inside]].mean()) if (~inside).any() else acc
             gap[rows] = max(rest - acc, 0.0)
             learnable = insample_probs is None or float(fitted[rows].mean()) - acc >= accuracy_gap
-            outside = members[~inside]
-            rest_miss_rate = (float((~correct[outside]).sum()) + 1.0) / (len(outside) + 2.0)   # add-one: never 0
-            rare = binom.sf(int((~correct[rows]).sum()) - 1, len(rows), rest_miss_rate) <= alpha / tests
             if (len(rows) >= min_group_size and rest - acc >= accuracy_gap and rest >= 1 - accuracy_gap and learnable
-                    and rare):
+                    and _rare_misses(correct[rows], correct[members[~inside]], alpha / tests)):
                 missed = np.flatnonzero(inside & ~correct[members])
                 worst = members[missed[np.argsort(p_label[missed])][:20]]
                 groups.append(ShortcutGroup(classes[c], g, len(rows), acc, rest, [ids[i] for i in worst]))
@@ -127,6 +124,13 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
         group_index[members_of[j]] = rank
     is_spurious = (group_index >= 0) & ~correct
     return Shortcuts([groups[j] for j in order], is_spurious, gap, group_index)
+
+
+def _rare_misses(cluster_correct: np.ndarray, rest_correct: np.ndarray, level: float) -> bool:
+    """Whether the cluster's misses would be rarer than ``level`` at the rest's miss rate (add-one
+    smoothed, never 0): the binomial tail of at least that many misses among its members."""
+    rate = (float((~rest_correct).sum()) + 1.0) / (len(rest_correct) + 2.0)
+    return bool(binom.sf(int((~cluster_correct).sum()) - 1, len(cluster_correct), rate) <= level)
 
 
 def attribute_warnings(metadata: pd.DataFrame, labels: np.ndarray, *, margin: float = 0.2,
