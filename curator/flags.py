@@ -27,6 +27,7 @@ carried each decision.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +112,18 @@ def _suggestions(oof_probs: np.ndarray, insample_probs: np.ndarray | None, label
     return out
 
 
+def _foreign(embeddings: np.ndarray, folds: np.ndarray, labels: np.ndarray, predicted: np.ndarray, n_classes: int,
+             ids: list[str], config: FlagConfig) -> list[ForeignBatch]:
+    """:func:`curator.foreign.foreign_batches`, run in a thread beside the flagger's own: FAISS leaves it
+    one core (its thread count is per calling thread)."""
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, faiss.omp_get_max_threads() - 1))
+    return foreign_batches(embeddings, folds, labels, predicted, n_classes, ids,
+                           clusters_per_class=config.clusters_per_class, min_size=config.min_group_size,
+                           alpha=config.foreign_alpha, chance_margin=config.foreign_margin)
+
+
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
@@ -146,26 +159,26 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     declared = {kind: [name for name, kinds in issues.items() if kind in kinds and name in columns] for kind in ISSUES}
     p_label, predicted = _label_and_predicted(oof_probs, labels)
 
-    # Foreign batches first: their labels mean nothing, so they are neither mislabeled nor shortcuts.
-    foreign: list[ForeignBatch] = []
+    # Foreign batches, found by clustering (FAISS) in a second thread while this one computes the mislabel
+    # evidence and the outlier tails: their labels mean nothing, so they are neither mislabeled nor shortcuts.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        finding = (pool.submit(_foreign, embeddings, folds, labels, predicted, c, ids, config)
+                   if embeddings is not None and folds is not None else None)
+        evidence = mislabel_evidence(oof_probs, labels, {m: columns[m] for m in declared["mislabeled"]})
+        # Outlier: robust tails of every outlier column and of the held-out atypicality measures.
+        tails = {name: tail_probability(columns[name]) for name in declared["outlier"]}
+        if embeddings is not None and folds is not None:
+            tails["heldout_isolation"] = tail_probability(heldout_isolation(embeddings, folds, labels, predicted, c))
+        tails["heldout_hardness"] = tail_probability(heldout_hardness(oof_probs, insample_probs))
+        foreign: list[ForeignBatch] = finding.result() if finding is not None else []
     in_batch = np.zeros(n, bool)
-    if embeddings is not None and folds is not None:
-        foreign = foreign_batches(embeddings, folds, labels, predicted, c, ids,
-                                  clusters_per_class=config.clusters_per_class, min_size=config.min_group_size,
-                                  alpha=config.foreign_alpha, chance_margin=config.foreign_margin)
-        for batch in foreign:
-            in_batch[batch.rows] = True
+    for batch in foreign:
+        in_batch[batch.rows] = True
 
     # Mislabeled.
-    evidence = mislabel_evidence(oof_probs, labels, {m: columns[m] for m in declared["mislabeled"]})
     mis_score = np.where(in_batch, 0.0, evidence.posterior).astype(np.float32)
     is_mis = _cap(mis_score >= 0.5, mis_score, cap)
 
-    # Outlier: robust tails of every outlier column and of the held-out atypicality measures.
-    tails = {name: tail_probability(columns[name]) for name in declared["outlier"]}
-    if embeddings is not None and folds is not None:
-        tails["heldout_isolation"] = tail_probability(heldout_isolation(embeddings, folds, labels, predicted, c))
-    tails["heldout_hardness"] = tail_probability(heldout_hardness(oof_probs, insample_probs))
     out_score = np.max(list(tails.values()), axis=0)
     out_score = np.where(in_batch, np.maximum(out_score, 1.0 - p_label), out_score).astype(np.float32)
 
