@@ -54,6 +54,13 @@ def row_slices(n_rows: int, width: int):
     return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
 
 
+def group_rows(values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions grouped by an integer value in [0, n_groups): (order, starts), so that group g is
+    ``order[starts[g]:starts[g + 1]]``, in increasing position; one stable sort, not a pass per group."""
+    order = np.argsort(values, kind="stable")
+    return order, np.searchsorted(values[order], np.arange(n_groups + 1))
+
+
 @dataclass
 class HeldoutCells:
     """The held-out anchor. runner_up, d, prior, posterior: (N,); counts: (C, C) estimated flips
@@ -101,10 +108,9 @@ def heldout_cells(oof_probs: np.ndarray, labels: np.ndarray) -> HeldoutCells:
     cut_off = 0.0
     q = np.full(n, np.nan)
     confident = np.flatnonzero(predicted == labels)
-    confident = confident[np.argsort(labels[confident], kind="stable")]
-    starts = np.searchsorted(labels[confident], np.arange(c + 1))
-    by_runner_up = np.argsort(runner_up, kind="stable")
-    runner_up_starts = np.searchsorted(runner_up[by_runner_up], np.arange(c + 1))
+    order, starts = group_rows(labels[confident], c)
+    confident = confident[order]
+    by_runner_up, runner_up_starts = group_rows(runner_up, c)
     for j in range(c):
         # Every cell (i, j) at once: the examples whose runner-up is j, against the virtual flips from
         # j (images the held-out model takes for j and that are labelled j, scored as if labelled i).
@@ -143,8 +149,7 @@ def _count_at_most(columns: np.ndarray, which: np.ndarray, values: np.ndarray) -
     """(M,) how many entries of column ``which[m]`` of ``columns`` (S, T), each column sorted, are at
     most ``values[m]``: one searchsorted per column asked about."""
     out = np.empty(len(which), np.int64)
-    order = np.argsort(which, kind="stable")
-    bounds = np.searchsorted(which[order], np.arange(columns.shape[1] + 1))
+    order, bounds = group_rows(which, columns.shape[1])
     for column in np.flatnonzero(np.diff(bounds)):
         asked = order[bounds[column]:bounds[column + 1]]
         out[asked] = np.searchsorted(columns[:, column], values[asked], side="right")
@@ -216,8 +221,7 @@ def _class_llr(u: np.ndarray, weight: np.ndarray, labels: np.ndarray) -> np.ndar
     flips = np.bincount(labels, weights=weight)
     clean = np.bincount(labels) - flips
     fitted = np.flatnonzero((flips >= need) & (clean >= need))
-    by_class = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[by_class], np.arange(len(flips) + 1))
+    by_class, starts = group_rows(labels, len(flips))
     for cls in fitted:
         members = by_class[starts[cls]:starts[cls + 1]]
         llr[members] = likelihood_ratio(u[members], weight[members])

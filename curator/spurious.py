@@ -26,7 +26,7 @@ import pandas as pd
 from scipy.stats import binom
 
 from .engine.knn import spherical_kmeans, unit_rows
-from .mislabel import row_slices
+from .mislabel import group_rows, row_slices
 
 #: Above this many classes a class's members are clustered on the logits of the CLUSTER_DIMS classes
 #: with the largest mean held-out probability among them (its own included).
@@ -90,7 +90,9 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
     groups: list[ShortcutGroup] = []
     members_of: list[np.ndarray] = []
     gap = np.zeros(n, np.float32)
-    members_by_class = [np.flatnonzero((labels == c) & ~excluded) for c in range(len(classes))]
+    kept = np.flatnonzero(~excluded)
+    order, starts = group_rows(labels[kept], len(classes))
+    members_by_class = [kept[order[starts[c]:starts[c + 1]]] for c in range(len(classes))]
     clusters = [min(clusters_per_class, len(members) // max(min_group_size, 1)) for members in members_by_class]
     tests = max(sum(k for k in clusters if k >= 2), 1)
     for c, (members, k) in enumerate(zip(members_by_class, clusters)):

@@ -169,8 +169,9 @@ def _train(k: int, folds: np.ndarray, cfg: TrainConfig, spec: ModelSpec, bank: I
             keep = recorded[pos]
             pending["pos"].append(pos[keep])
             pending["logits"].append(logits.detach()[keep])
-            pending["features_sq"].append(h.detach()[keep].float().pow(2).sum(1))
-            pending["lrs"].append(torch.full((int(keep.sum()),), lrs[-1], dtype=torch.float32))
+            features_sq = h.detach()[keep].float().pow(2).sum(1)
+            pending["features_sq"].append(features_sq)
+            pending["lrs"].append(torch.full_like(features_sq, lrs[-1]))     # on the device: no sync per step
             held += len(pos)
             correct += (logits.argmax(1) == y).sum()
             if held >= block:
