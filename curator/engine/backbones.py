@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -102,6 +103,31 @@ class Backbone:
         return {"name": self.name, "weights": self.weights, "input_size": self.input_size,
                 "mean": list(self.mean), "std": list(self.std), "feature_dim": self.feature_dim,
                 "blocks": self.n_blocks if self.splittable else 1}
+
+
+class BackboneInput(nn.Module):
+    """(B, C, H, W) images in 0..255 (uint8 or float) -> (B, 3, S, S) float32 as a backbone expects: grey
+    repeated to three channels, resized to S (antialiased when shrinking), normalised with its mean and std."""
+
+    def __init__(self, side: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.side = int(side)
+        # Not part of a state dict: the backbone's name rebuilds them.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def of(cls, backbone: "Backbone") -> "BackboneInput":
+        return cls(backbone.input_size, backbone.mean, backbone.std)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        x = raw.float() / 255.0
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[2:] != (self.side, self.side):
+            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False,
+                              antialias=bool(x.shape[2] > self.side))
+        return (x - self.mean) / self.std
 
 
 def is_backbone(name: str | None) -> bool:

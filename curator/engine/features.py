@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..atomic import write_json
 from ..data.cache import cache_root, content_id, ensure_free_space, fingerprint
 from ..errors import DatasetError
-from .backbones import Backbone, is_backbone, load_backbone
+from .backbones import Backbone, BackboneInput, is_backbone, load_backbone
 from .inputs import InputBank, Normalizer
 
 if TYPE_CHECKING:
@@ -79,18 +78,9 @@ def open_backbone(name: str, weights: str | None, size: int | None) -> Backbone 
 
 
 def preprocess(raw: torch.Tensor, backbone: Backbone) -> torch.Tensor:
-    """(B, C, H, W) uint8 or float in 0..255 -> (B, 3, S, S) float32 as the backbone expects: grey
-    repeated to three channels, resized to S (antialiased when shrinking), normalised."""
-    x = raw.float() / 255.0
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    side = backbone.input_size
-    if x.shape[2:] != (side, side):
-        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
-                          antialias=bool(x.shape[2] > side))
-    mean = torch.tensor(backbone.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """(B, C, H, W) uint8 or float in 0..255 -> (B, 3, S, S) float32 as the backbone expects
+    (:class:`~curator.engine.backbones.BackboneInput`)."""
+    return BackboneInput.of(backbone).to(raw.device)(raw)
 
 
 def _weights_id(backbone: Backbone) -> list:

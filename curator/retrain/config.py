@@ -11,6 +11,8 @@ METHODS = ("erm", "clean", "reweight", "relabel", "jtt", "mat", "groupdro")
 HOLDOUTS = ("proxies", "xrm")
 SELECTIONS = ("worst-group", "accuracy", "last")
 MODELS = ("proxy", "wide", "resnet")          # builders in curator.retrain.models
+#: Pretrained backbones --model also takes (fine-tuned whole, a new linear head): the names of --backbone.
+PRETRAINED = ("efficientnet_lite0", "torchvision:<builder>")
 AUGMENTS = ("auto", "none", "crop", "flip", "crop-flip")
 
 @dataclass(frozen=True)
@@ -22,6 +24,11 @@ class Hyper:
     lr: float = 0.05
     weight_decay: float = 5e-4
     momentum: float = 0.9
+
+
+def is_pretrained(model: str) -> bool:
+    """Whether ``--model`` names a pretrained backbone (``PRETRAINED``) rather than an architecture of ``MODELS``."""
+    return model == "efficientnet_lite0" or (model.startswith("torchvision:") and len(model) > len("torchvision:"))
 
 
 def _grid(name: str, values, positive: bool = True) -> tuple[float, ...]:
@@ -42,7 +49,11 @@ class RetrainConfig:
     epochs/batch_size/lrs/weight_decays: the training budget of every model (batch None: 128, or fewer for
     small sets so each epoch has ~30 steps).
     model/width: the final model's architecture (``MODELS``: ``proxy`` is the proxies' own, ``wide`` a VGG-style
-    CNN, ``resnet`` a small ResNet; see ``curator.retrain.models``) and its base channel count.
+    CNN, ``resnet`` a small ResNet; see ``curator.retrain.models``) and its base channel count; or a pretrained
+    backbone (``PRETRAINED``: ``efficientnet_lite0``, ``torchvision:<builder>``), fine-tuned whole under a new
+    linear head, ``width`` unused.
+    model_weights/model_size: a pretrained model's weights (None: its published ones; ``"random"``; a state-dict
+    file) and the side its input images are resized to (None: the backbone's own, 224 for both).
     augment: ``auto`` (random crops for images, nothing for vectors), ``none``, ``crop``, ``flip``, ``crop-flip``.
     taus/floors/holdout: MAT temperature and probability-floor grids, source of held-out logits.
     holdout_epochs: epochs of the XRM twins (``holdout="xrm"``; None: ``epochs``). The twins use the
@@ -62,6 +73,8 @@ class RetrainConfig:
     weight_decays: tuple[float, ...] = (5e-4,)
     model: str = "proxy"
     width: int = 16
+    model_weights: str | None = None
+    model_size: int | None = None
     augment: str = "auto"
     taus: tuple[float, ...] = (1.0,)
     floors: tuple[float, ...] = (0.01,)
@@ -86,8 +99,13 @@ class RetrainConfig:
             raise ConfigError(f"--epochs {self.epochs}: need at least 1 epoch")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be positive")
-        if self.model not in MODELS:
-            raise ConfigError(f"--model {self.model!r}: expected one of {', '.join(MODELS)}")
+        if not (self.model in MODELS or is_pretrained(self.model)):
+            raise ConfigError(f"--model {self.model!r}: expected one of {', '.join(MODELS + PRETRAINED)}")
+        if (self.model_weights is not None or self.model_size is not None) and not is_pretrained(self.model):
+            raise ConfigError(f"--model-weights/--model-size: only for a pretrained --model ({', '.join(PRETRAINED)}), "
+                              f"not {self.model}")
+        if self.model_size is not None and self.model_size < 16:
+            raise ConfigError(f"--model-size {self.model_size}: must be at least 16 pixels")
         if self.width < 1:
             raise ConfigError(f"--width {self.width}: must be positive")
         if self.augment not in AUGMENTS:

@@ -15,12 +15,13 @@ from torch import nn
 
 from ..adapter import DatasetSettings
 from ..device import select_device
+from ..engine.backbones import load_backbone
 from ..engine.inputs import InputBank, Normalizer
 from ..engine.models import ModelSpec, build_model
 from ..errors import ConfigError, RunError
 from ..store import Run
 from .augment import make_augment
-from .config import METHODS, Hyper, RetrainConfig
+from .config import METHODS, Hyper, RetrainConfig, is_pretrained
 from .data import EvalSet, aligned_labels, group_column, load_set, read_applied_reviews
 from .evaluation import accuracy_report, inferred_groups
 from .holdout import xrm_holdout_logits
@@ -74,12 +75,24 @@ class Retrainer:
         self.classes = self.data.classes
         self.run = Run(run) if run is not None and not isinstance(run, Run) else run
         self.applied_reviews = applied_reviews
-        self.normalizer = Normalizer.fit(self.data.inputs, self.data.kind)
-        self.bank = InputBank(self.data.inputs, self.normalizer, self.device)
         kind = "cnn" if self.data.kind == "image" else "mlp"
         check_architecture(config.model, kind)
+        backbone = None
+        if is_pretrained(config.model):
+            # Loaded here so that a missing package or weights file stops the retrain before any training.
+            try:
+                loaded = load_backbone(config.model, config.model_weights)
+            except ConfigError as exc:        # its messages speak of --backbone, the option of `curator score`
+                raise ConfigError(str(exc).replace("--backbone", "--model")) from None
+            backbone = {"name": config.model, "weights": config.model_weights,
+                        "input_size": config.model_size or loaded.input_size}
+        # A pretrained model normalises images its own way (curator.engine.backbones.BackboneInput).
+        self.normalizer = (Normalizer("identity", (), ()) if backbone else
+                           Normalizer.fit(self.data.inputs, self.data.kind))
+        self.bank = InputBank(self.data.inputs, self.normalizer, self.device)
         self.spec = FinalModelSpec(config.model, ModelSpec(kind=kind, input_shape=tuple(self.data.inputs.shape[1:]),
-                                                           n_classes=len(self.classes), width=config.width))
+                                                           n_classes=len(self.classes), width=config.width,
+                                                           backbone=backbone))
         make_augment(config.augment, self.data.kind)            # a bad --augment fails here, before training
         self.train_groups = group_column(self.data)
         n = len(self.data)
@@ -146,7 +159,7 @@ class Retrainer:
             if cfg.holdout == "xrm":
                 self.say("training XRM twins for held-out logits ...")
                 hyper = cfg.hyper(len(self.data), cfg.lrs[0], cfg.weight_decays[0], epochs=cfg.holdout_epochs)
-                twin = replace(self.spec.spec, width=16)
+                twin = replace(self.spec.spec, width=16, backbone=None)
                 self._holdout, self._twins = xrm_holdout_logits(
                     lambda: build_model(twin), self.bank, self.data.labels, len(self.classes), hyper,
                     seed=cfg.seed, device=self.device)
@@ -411,9 +424,12 @@ class _Renormalized(nn.Module):
     def __init__(self, model: nn.Module, ours: Normalizer, theirs: Normalizer):
         super().__init__()
         self.model = model
-        ours_mean, ours_std = torch.tensor(ours.mean), torch.tensor(ours.std)
         theirs_mean, theirs_std = torch.tensor(theirs.mean), torch.tensor(theirs.std)
-        shape = (1, -1, 1, 1) if ours.kind == "image" else (1, -1)
+        if ours.kind == "identity":          # images in 0..255 (a pretrained final model's inputs): [0, 1] is x / 255
+            ours_mean, ours_std = torch.zeros_like(theirs_mean), torch.full_like(theirs_std, 1.0 / 255.0)
+        else:
+            ours_mean, ours_std = torch.tensor(ours.mean), torch.tensor(ours.std)
+        shape = (1, -1, 1, 1) if theirs.kind == "image" else (1, -1)
         # x_theirs = (x_ours·σ_ours + μ_ours − μ_theirs) / σ_theirs
         self.register_buffer("scale", (ours_std / theirs_std).view(shape))
         self.register_buffer("shift", ((ours_mean - theirs_mean) / theirs_std).view(shape))

@@ -7,9 +7,12 @@
 - ``resnet``: a small ResNet (He et al. 2016, the CIFAR layout): a stem conv, three stages of ``blocks``
   basic residual blocks with channels ``width·(1, 2, 4)`` (stride 2 between stages), global average pooling.
 
+- a pretrained backbone (``efficientnet_lite0``, ``torchvision:<builder>``: :mod:`curator.engine.backbones`):
+  every block fine-tuned under a new linear head (:class:`PretrainedNet`). It reads images in 0..255 (the
+  retrainer gives it unnormalised inputs) and resizes and normalises them as the backbone was trained.
+
 Every model exposes ``forward_features(x) -> (logits, h)`` with a single linear ``head`` on ``h``, as the
-proxies do. A pretrained backbone is one more entry of :data:`ARCHITECTURES` (name → builder and the input
-kinds it takes); its name goes into ``config.MODELS`` so that ``--model`` accepts it.
+proxies do.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from torch import nn
 
 from ..engine.models import ModelSpec, build_model
 from ..errors import ConfigError
-from .config import MODELS
+from ..engine.backbones import BackboneInput, load_backbone
+from .config import MODELS, is_pretrained
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,25 @@ class SmallResNet(_Headed):
         self.head = nn.Linear(c_in, spec.n_classes)
 
 
+class PretrainedNet(_Headed):
+    """A pretrained backbone, every block trainable, then a new linear head. ``spec.backbone``:
+    ``{"name", "weights", "input_size"}`` (weights None: the published ones; input_size None: the backbone's)."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        info = spec.backbone or {}
+        backbone = load_backbone(info["name"], info.get("weights"))
+        side = info.get("input_size") or backbone.input_size
+        self.body = nn.Sequential(BackboneInput(side, backbone.mean, backbone.std), *backbone.chain)
+        self.body.requires_grad_(True)
+        for module in self.body.modules():
+            # Some checkpoints (EfficientNet-Lite's, from TensorFlow) keep BN statistics with momentum 0.01, made for
+            # long ImageNet runs: over a short fine-tune on other images they would stay ImageNet's.
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None:
+                module.momentum = max(module.momentum, 0.1)
+        self.head = nn.Linear(backbone.feature_dim, spec.n_classes)
+
+
 # name -> (builder, input kinds it accepts: "cnn" for (C, H, W) images, "mlp" for (D,) vectors)
 ARCHITECTURES: dict[str, tuple[Callable[[ModelSpec], nn.Module], tuple[str, ...]]] = {
     "proxy": (build_model, ("cnn", "mlp")),
@@ -120,11 +143,18 @@ ARCHITECTURES: dict[str, tuple[Callable[[ModelSpec], nn.Module], tuple[str, ...]
 assert set(ARCHITECTURES) == set(MODELS), "config.MODELS names the architectures --model accepts"
 
 
+def _architecture(name: str) -> tuple[Callable[[ModelSpec], nn.Module], tuple[str, ...]]:
+    if is_pretrained(name):
+        return PretrainedNet, ("cnn",)
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"--model {name!r}: expected one of {', '.join(ARCHITECTURES)}, efficientnet_lite0 "
+                          "or torchvision:<builder>")
+    return ARCHITECTURES[name]
+
+
 def check_architecture(architecture: str, kind: str) -> None:
     """Raise :class:`ConfigError` naming ``--model`` when ``architecture`` cannot take inputs of ``kind``."""
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(f"--model {architecture!r}: expected one of {', '.join(ARCHITECTURES)}")
-    kinds = ARCHITECTURES[architecture][1]
+    kinds = _architecture(architecture)[1]
     if kind not in kinds:
         what = "images" if kind == "cnn" else "feature vectors"
         usable = [name for name, (_, k) in ARCHITECTURES.items() if kind in k]
@@ -134,4 +164,4 @@ def check_architecture(architecture: str, kind: str) -> None:
 def build_final_model(spec: FinalModelSpec) -> nn.Module:
     """A freshly initialised final model of ``spec``."""
     check_architecture(spec.architecture, spec.spec.kind)
-    return ARCHITECTURES[spec.architecture][0](spec.spec)
+    return _architecture(spec.architecture)[0](spec.spec)
