@@ -15,8 +15,8 @@ code does. ``no-shortcut`` is ERM on the same images with the patch at a random 
 model and budget reach when there is no shortcut to unlearn. One torch thread. Writes
 benchmarks/results/retrain_shortcut.md.
 
-    .venv/bin/python benchmarks/retrain_shortcut.py [--n 20000] [--epochs 10] [--seeds 0,1,2] [--tau 0.5,1]
-        [--floor 0.01,0.05] [--methods erm,jtt,mat,mat-xrm,groupdro,no-shortcut]
+    .venv/bin/python benchmarks/retrain_shortcut.py [--n 50000] [--epochs 15] [--width 32] [--seeds 0,1,2]
+        [--tau 0.5] [--floor 0.01,0.03] [--methods erm,jtt,mat,mat-xrm,groupdro,no-shortcut]
 """
 
 from __future__ import annotations
@@ -111,18 +111,18 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=20000, help="training images")
+    parser.add_argument("--n", type=int, default=50000, help="training images")
     parser.add_argument("--n-val", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=10000)
     parser.add_argument("--majority", type=float, default=0.95, help="share of training images with the class patch")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--model", default="proxy")
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--augment", default="crop")
-    parser.add_argument("--tau", default="0.5,1", help="MAT temperature grid (first seed), comma-separated")
-    parser.add_argument("--floor", default="0.01,0.05", help="MAT floor grid (first seed), comma-separated")
+    parser.add_argument("--tau", default="0.5", help="MAT temperature grid (first seed), comma-separated")
+    parser.add_argument("--floor", default="0.01,0.03", help="MAT floor grid (first seed), comma-separated")
     parser.add_argument("--upweight", default="10", help="JTT λ grid, comma-separated")
-    parser.add_argument("--holdout-epochs", type=int, default=6, help="epochs of the XRM twins")
+    parser.add_argument("--holdout-epochs", type=int, default=12, help="epochs of the XRM twins")
     parser.add_argument("--methods", default="erm,jtt,mat,mat-xrm,groupdro,no-shortcut",
                         help="mat-xrm: MAT with held-out logits from XRM twins instead of the run's proxies")
     parser.add_argument("--seeds", default="0,1,2")
