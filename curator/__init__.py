@@ -12,6 +12,7 @@ from .lazy import lazy_getattr  # noqa: E402
 from .adapter import Adapter, DatasetSettings  # noqa: E402
 from .exporter import Exporter  # noqa: E402
 from .scorer import ARTIFACTS, ISSUES, Scorer  # noqa: E402
+from .blocks import row_slices  # noqa: E402
 
 # Names that pull in torch are imported on first use, so commands that never train
 # (export, report, apply, plugins) start quickly.
@@ -23,4 +24,4 @@ __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = ["ARTIFACTS", "Adapter", "Checkpoint", "ConfigError", "CuratorError", "DatasetError", "DatasetSettings",
            "Dynamics", "Examples", "Exporter", "ISSUES", "PluginError", "Run", "RunError", "ScoreContext", "Scorer",
-           "Settings", "hookimpl", "load_dataset", "load_plugins", "score"]
+           "Settings", "hookimpl", "load_dataset", "load_plugins", "row_slices", "score"]

@@ -35,7 +35,8 @@ import pandas as pd
 
 from .errors import ConfigError
 from .foreign import ForeignBatch, foreign_batches
-from .mislabel import MislabelEvidence, mislabel_evidence, row_slices
+from .blocks import row_slices
+from .mislabel import MislabelEvidence, mislabel_evidence
 from .spurious import ShortcutGroup, attribute_warnings, shortcut_groups
 from .tails import heldout_hardness, heldout_isolation, tail_probability
 

@@ -39,19 +39,12 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import norm
 
+from .blocks import row_slices
+
 #: Fewest suspected flips per evidence column before a class gets its own fit (else the global one).
 FLIPS_PER_FEATURE = 5
 #: Floor on every prior and posterior: nothing is certain.
 EPS = 1e-4
-#: Values per block when (N, C) arrays are read in row blocks (float64: 32 MB).
-BLOCK_VALUES = 1 << 22
-
-
-def row_slices(n_rows: int, width: int):
-    """Slices over ``n_rows`` rows of a (n_rows, width) array, each block about 32 MB as float64: an
-    (N, C) memory map of a million rows and a thousand classes is never copied whole."""
-    step = max(1, BLOCK_VALUES // max(width, 1))
-    return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
 
 
 def group_rows(values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

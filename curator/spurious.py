@@ -26,7 +26,8 @@ import pandas as pd
 from scipy.stats import binom
 
 from .engine.knn import spherical_kmeans, unit_rows
-from .mislabel import group_rows, row_slices
+from .blocks import row_slices
+from .mislabel import group_rows
 
 #: Above this many classes a class's members are clustered on the logits of the CLUSTER_DIMS classes
 #: with the largest mean held-out probability among them (its own included).

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .engine.knn import unit_rows
-from .mislabel import row_slices
+from .blocks import row_slices
 
 #: The tail is fitted between these quantiles, and flags start above the first.
 TAIL_BAND = (0.8, 0.95)

@@ -98,7 +98,7 @@ def test_the_last_layer_margin_in_row_blocks_equals_the_direct_formula(monkeypat
     z64, pred = z.astype(np.float64), z.argmax(1)
     direct = (z64[np.arange(3000), pred][:, None] - z64) / np.linalg.norm(w[:, None] - w[None], axis=2)[pred]
     direct[np.arange(3000), pred] = np.inf
-    monkeypatch.setattr("curator_plugins.adversarial_distance.MARGIN_BLOCK_VALUES", 37 * 500)   # 6 blocks
+    monkeypatch.setattr("curator.blocks.BLOCK_VALUES", 37 * 500)   # 6 blocks
     np.testing.assert_allclose(last_layer_margin(z, w), direct.min(1), rtol=1e-9)
     rows = np.array([5, 2999, 17])
     np.testing.assert_allclose(last_layer_margin(z, w, rows), direct.min(1)[rows], rtol=1e-9)

@@ -123,10 +123,6 @@ def deepfool(model, inputs: torch.Tensor, *, max_iter: int = 3, overshoot: float
     return Attack(perturbation, distance, flipped)
 
 
-#: float64 values per block of logit rows in :func:`last_layer_margin` (32 MB).
-MARGIN_BLOCK_VALUES = 1 << 22
-
-
 def last_layer_margin(logits: np.ndarray, weight: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Feature-space distance to the nearest boundary of a linear head around the prediction.
 
@@ -138,10 +134,9 @@ def last_layer_margin(logits: np.ndarray, weight: np.ndarray, rows: np.ndarray |
     weight = np.asarray(weight, dtype=np.float64)
     sq_norm = (weight ** 2).sum(axis=1)                                      # (C,)
     rows = np.arange(len(logits)) if rows is None else np.asarray(rows)
-    step = max(1, MARGIN_BLOCK_VALUES // max(logits.shape[1], 1))
     out = np.empty(len(rows), np.float64)
-    for start in range(0, len(rows), step):
-        z = np.asarray(logits[rows[start:start + step]], dtype=np.float64)  # (B, C)
+    for block in curator.row_slices(len(rows), logits.shape[1]):
+        z = np.asarray(logits[rows[block]], dtype=np.float64)                # (B, C)
         at = np.arange(len(z))
         pred = z.argmax(1)
         gap = z[at, pred][:, None] - z
@@ -149,7 +144,7 @@ def last_layer_margin(logits: np.ndarray, weight: np.ndarray, rows: np.ndarray |
         with np.errstate(divide="ignore", invalid="ignore"):
             dist = gap / np.sqrt(np.maximum(pair_sq, 0.0))
         dist[at, pred] = np.inf
-        out[start:start + step] = np.nan_to_num(dist, nan=np.inf).min(1)
+        out[block] = np.nan_to_num(dist, nan=np.inf).min(1)
     return out
 
 

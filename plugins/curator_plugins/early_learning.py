@@ -23,19 +23,15 @@ def check_options(options) -> None:
         raise curator.ConfigError(f"[scorers.early_learning] beta = {beta!r}: must be a number in [0, 1)")
 
 
-#: Rows of the (N, C) target read at a time.
-CHUNK = 65536
-
-
 def score_early_learning(ctx: curator.ScoreContext) -> dict[str, np.ndarray]:
     target = ctx.dynamics.ema_rows(float(ctx.options.get("beta", BETA)))    # (N, C), recorded in training
     labels = np.asarray(ctx.labels)
     score = np.empty(ctx.n_examples, np.float32)
     disagrees = np.empty(ctx.n_examples, np.float32)
-    for start in range(0, ctx.n_examples, CHUNK):
-        t, y = target[start:start + CHUNK], labels[start:start + CHUNK]
-        score[start:start + CHUNK] = 1.0 - t[np.arange(len(t)), y]
-        disagrees[start:start + CHUNK] = t.argmax(axis=1) != y
+    for rows in curator.row_slices(ctx.n_examples, ctx.n_classes):
+        t, y = target[rows], labels[rows]
+        score[rows] = 1.0 - t[np.arange(len(t)), y]
+        disagrees[rows] = t.argmax(axis=1) != y
     return {"early_learning": score, "early_learning_disagrees": disagrees}
 
 
