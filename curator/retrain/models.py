@@ -6,7 +6,6 @@
   pooling. More capacity and depth than the proxy at the same width.
 - ``resnet``: a small ResNet (He et al. 2016, the CIFAR layout): a stem conv, three stages of ``blocks``
   basic residual blocks with channels ``width·(1, 2, 4)`` (stride 2 between stages), global average pooling.
-
 - a pretrained backbone (``efficientnet_lite0``, ``torchvision:<builder>``: :mod:`curator.engine.backbones`):
   every block fine-tuned under a new linear head (:class:`PretrainedNet`). It reads images in 0..255 (the
   retrainer gives it unnormalised inputs) and resizes and normalises them as the backbone was trained.
@@ -24,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.backbones import BackboneInput, load_backbone
 from ..engine.models import ModelSpec, build_model
 from ..errors import ConfigError
-from ..engine.backbones import BackboneInput, load_backbone
 from .config import MODELS, is_pretrained
 
 
