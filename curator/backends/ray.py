@@ -287,4 +287,5 @@ class RayBackend(Backend):
     def describe(self) -> dict:
         return {"name": self.name, "address": self.address, "fold_resources": dict(self._resources),
                 "fold_nodes": {str(k): node for k, node in sorted(self._fold_nodes.items())},
-                "scorer_shards": dict(self._shards)}
+                "scorer_shards": dict(self._shards),
+                "shard_key": self._key}     # $TMPDIR/curator-shards/<key> on each machine, removed at the end
