@@ -116,6 +116,9 @@ def test_a_shard_that_raises_leaves_the_scorer_out_and_names_it(ray_instance, no
     record = run.manifest["scorers"]["broken"]
     assert record["status"] == "failed" and "shard broke" in record["error"]
     assert "score_broken" not in run.scores and "score_learning_speed" in run.scores
+    from curator.backends.ray import shard_dir
+
+    assert not shard_dir(run.manifest["config"]["backend"]["shard_key"]).exists()   # the other shard cancelled
 
 
 def test_ray_backend_leaves_a_running_ray_instance_running(ray_run):

@@ -269,6 +269,8 @@ class RayBackend(Backend):
         finally:
             for ref in pending:
                 ray.cancel(ref)
+            if pending:      # a cancelled task may be unpacking: let it end before stop() removes the directory
+                ray.wait(list(pending), num_returns=len(pending), timeout=60)
         self._shards[scorer.name] = {"shards": len(shards), "task_resources": resources, "nodes": sorted(addresses)}
         return gathered.parts
 
