@@ -193,7 +193,7 @@ def main() -> None:
              f"Command: `.venv/bin/python benchmarks/retrain_shortcut.py --n {args.n} --epochs {args.epochs} "
              f"--model {args.model} --width {args.width} --augment {args.augment} --tau {args.tau} "
              f"--floor {args.floor} --upweight {args.upweight} --holdout-epochs {args.holdout_epochs} "
-             f"--seeds {args.seeds}`  ",
+             f"--methods {args.methods} --seeds {args.seeds}`  ",
              f"Train {args.n} / val {args.n_val} / test {args.n_test} images; class patch on {args.majority:.0%} of "
              f"training images, random spot in val/test. Final model `{args.model}` width {args.width}, augmentation "
              f"{args.augment}, {args.epochs} epochs, the same for every method; XRM twins {args.holdout_epochs} "
