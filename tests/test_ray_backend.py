@@ -101,6 +101,8 @@ def test_shard_tasks_leave_no_unpacked_artifacts_behind(ray_run):
 
 
 def test_a_shard_that_raises_leaves_the_scorer_out_and_names_it(ray_instance, noisy_digits, tmp_path):
+    from curator.backends.ray import shard_dir
+
     def broken_rows(ctx, rows):
         if rows[0] > 0:                                  # the second shard only
             raise ValueError("shard broke")
@@ -116,8 +118,6 @@ def test_a_shard_that_raises_leaves_the_scorer_out_and_names_it(ray_instance, no
     record = run.manifest["scorers"]["broken"]
     assert record["status"] == "failed" and "shard broke" in record["error"]
     assert "score_broken" not in run.scores and "score_learning_speed" in run.scores
-    from curator.backends.ray import shard_dir
-
     assert not shard_dir(run.manifest["config"]["backend"]["shard_key"]).exists()   # the other shard cancelled
 
 
