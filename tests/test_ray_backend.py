@@ -25,6 +25,8 @@ from curator.cli import main
 
 ray = pytest.importorskip("ray")
 
+from curator.backends.ray import shard_dir  # noqa: E402  (needs ray)
+
 SCORERS = "learning_speed,early_learning,self_influence,adversarial_distance"   # the last two shard
 EPOCHS = 3
 
@@ -93,16 +95,12 @@ def test_manifest_records_the_scorer_shards(ray_run):
 
 def test_shard_tasks_leave_no_unpacked_artifacts_behind(ray_run):
     """This run's directory only: $TMPDIR is shared with other processes and runs stopped mid-way."""
-    from curator.backends.ray import shard_dir
-
     key = ray_run.manifest["config"]["backend"]["shard_key"]
     assert len(key) == 16
     assert not shard_dir(key).exists()
 
 
 def test_a_shard_that_raises_leaves_the_scorer_out_and_names_it(ray_instance, noisy_digits, tmp_path):
-    from curator.backends.ray import shard_dir
-
     def broken_rows(ctx, rows):
         if rows[0] > 0:                                  # the second shard only
             raise ValueError("shard broke")

@@ -131,13 +131,9 @@ class ShippedContext:
         return root
 
 
-def shard_root() -> Path:
-    """Where shard tasks on this machine unpack artifact files, one directory per run."""
-    return Path(tempfile.gettempdir()) / "curator-shards"
-
-
 def shard_dir(key: str) -> Path:
-    return shard_root() / key
+    """Where shard tasks on this machine unpack the artifact files of the run ``key``."""
+    return Path(tempfile.gettempdir()) / "curator-shards" / key
 
 
 def _score_shard_task(scorer: Scorer, shipped: ShippedContext, rows: np.ndarray, device_type: str
