@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from curator.cli import main
 
 ray = pytest.importorskip("ray")
 
-from curator.backends.ray import shard_dir  # noqa: E402  (needs ray)
+from curator.backends.ray import STALE_SHARD_DIR_S, shard_dir  # noqa: E402  (needs ray)
 
 SCORERS = "learning_speed,early_learning,self_influence,adversarial_distance"   # the last two shard
 EPOCHS = 3
@@ -117,6 +119,28 @@ def test_a_shard_that_raises_leaves_the_scorer_out_and_names_it(ray_instance, no
     assert record["status"] == "failed" and "shard broke" in record["error"]
     assert "score_broken" not in run.scores and "score_learning_speed" in run.scores
     assert not shard_dir(run.manifest["config"]["backend"]["shard_key"]).exists()   # the other shard cancelled
+
+
+def test_a_run_removes_shard_directories_stale_for_a_day_and_keeps_fresh_ones(ray_instance, noisy_digits, tmp_path):
+    """A run killed before its end (SIGKILL) leaves its directory; the next run's end sweeps it."""
+    stale, fresh = shard_dir("killed-run-stale"), shard_dir("live-run-fresh")
+    for folder in (stale, fresh):
+        (folder / "folds").mkdir(parents=True, exist_ok=True)
+        (folder / "folds" / "oof_logits.npy").write_bytes(b"x")
+    day_ago = time.time() - STALE_SHARD_DIR_S - 60
+    os.utime(stale, (day_ago, day_ago))
+
+    class Plugin:
+        @curator.hookimpl
+        def register_scorers(self, register):
+            register(curator.Scorer(name="zeros", issue="outlier", requires=(),
+                                    score_rows=lambda ctx, rows: {"zeros": np.zeros(len(rows), np.float32)}))
+
+    run = curator.score(noisy_digits[0], out=tmp_path / "run", scorers="zeros", epochs=1, progress=False,
+                        backend="ray", plugins=[Plugin()])
+    assert run.manifest["scorers"]["zeros"]["status"] == "done"
+    assert not stale.exists() and (fresh / "folds" / "oof_logits.npy").is_file()
+    shutil.rmtree(fresh)
 
 
 def test_ray_backend_leaves_a_running_ray_instance_running(ray_run):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +147,21 @@ def _score_shard_task(scorer: Scorer, shipped: ShippedContext, rows: np.ndarray,
     return dict(parts), ray.util.get_node_ip_address()
 
 
-def _remove_shard_dir_task(key: str) -> None:
+STALE_SHARD_DIR_S = 24 * 3600
+
+
+def _remove_shard_dirs_task(key: str) -> None:
+    """Runs on each machine at the end of a run: removes the run's directory, and any other run's that
+    nothing has written to for a day (left by a run killed before its end). A live run whose directory
+    this removes loses nothing: its next shard task there unpacks the files again."""
     shutil.rmtree(shard_dir(key), ignore_errors=True)
+    cutoff = time.time() - STALE_SHARD_DIR_S
+    for other in shard_dir(key).parent.glob("*"):
+        try:
+            if other.stat().st_mtime < cutoff:
+                shutil.rmtree(other, ignore_errors=True)
+        except FileNotFoundError:       # another run removed it meanwhile
+            pass
 
 
 class RayBackend(Backend):
@@ -272,7 +286,7 @@ class RayBackend(Backend):
 
     def stop(self) -> None:
         if self._key is not None:      # the unpacked artifact files, on every machine that may hold them
-            remove = ray.remote(_remove_shard_dir_task)
+            remove = ray.remote(_remove_shard_dirs_task)
             nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
             ray.get([remove.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
                      .remote(self._key) for node in nodes])
