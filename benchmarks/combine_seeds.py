@@ -56,7 +56,8 @@ def main() -> None:
     tables = [read_table(path) for path in args.files]
     settings = {re.sub(r" --(seeds|methods) \S+", "", command) for command, _ in tables}
     if len(settings) > 1:
-        raise SystemExit("the files were run with different settings (not only --seeds or --methods): " + " | ".join(sorted(settings)))
+        raise SystemExit("the files were run with different settings (not only --seeds or --methods): "
+                         + " | ".join(sorted(settings)))
     methods = list(dict.fromkeys(m for _, rows in tables for m in rows))
     lines = ["## Retraining benchmark: planted shortcut (Fashion-MNIST), mean ± std over seeds", "",
              "Combined with `.venv/bin/python benchmarks/combine_seeds.py " + " ".join(map(str, args.files)) +

@@ -17,9 +17,9 @@ from the run's own data, never from a constant.
   Flagged where it is at least 0.5.
 - spurious (``curator.spurious``): the held-out misses inside suspected shortcut groups (clusters of
   one class the held-out model fails on while the rest of the class is easy), found after the
-  mislabel and foreign-batch decisions so that neither a cluster of flipped labels nor a batch of
-  foreign images is taken for a shortcut; ``spurious_score`` = 1 - p_heldout(label) there, and the
-  tail probability of any column that declares ``spurious``.
+  mislabel, foreign-batch and outlier decisions so that neither a cluster of flipped labels nor a batch
+  of foreign images nor a few atypical ones is taken for a shortcut; ``spurious_score`` =
+  1 - p_heldout(label) there, and the tail probability of any column that declares ``spurious``.
 
 Every flag is capped by ``max_flag_rate`` (the most probable kept). ``reasons`` names the scorers that
 carried each decision.
@@ -190,7 +190,7 @@ def flag(columns: dict[str, np.ndarray], issues: dict[str, tuple[str, ...]], oof
     group_index = np.full(n, -1, np.int64)
     if oof_logits is not None:
         shortcuts = shortcut_groups(oof_logits, labels, classes, ids, insample_probs=insample_probs,
-                                    exclude=is_mis | in_batch,
+                                    exclude=is_mis | in_batch, atypical=out_score >= 0.5,
                                     clusters_per_class=config.clusters_per_class,
                                     min_group_size=config.min_group_size, accuracy_gap=config.accuracy_gap,
                                     alpha=config.shortcut_alpha)

@@ -12,9 +12,9 @@ held-out accuracy falls well below its class's, and so many misses in so few mem
 by chance (a binomial tail at the rest of the class's miss rate, Bonferroni over every cluster
 tested: with a thousand classes a few small clusters fall short by chance alone). Its held-out
 misses are flagged ``is_spurious``. Examples another decision explains (flagged mislabels,
-foreign batches) are left out first, so a cluster of flipped labels is never taken for a shortcut,
-and a group needs the rest of its class to be easy (a hard, confusable class has no coherent
-minority to speak of).
+foreign batches) are left out first, so a cluster of flipped labels is never taken for a shortcut; a
+cluster whose misses are mostly outlier flags is a few atypical images, not a shortcut; and a group
+needs the rest of its class to be easy (a hard, confusable class has no coherent minority to speak of).
 """
 
 from __future__ import annotations
@@ -66,11 +66,14 @@ class Shortcuts:
 
 
 def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[str], ids: list[str], *,
-                    insample_probs: np.ndarray | None = None, exclude: np.ndarray | None = None, clusters_per_class: int = 4, min_group_size: int = 10,
+                    insample_probs: np.ndarray | None = None, exclude: np.ndarray | None = None,
+                    atypical: np.ndarray | None = None, clusters_per_class: int = 4, min_group_size: int = 10,
                     accuracy_gap: float = 0.3, alpha: float = 0.05, seed: int = 0) -> Shortcuts:
     """Find suspected shortcut groups. oof_logits: (N, C) out-of-fold (may be a memory map); labels:
     (N,); exclude: (N,) bool, examples another decision already explains (flagged mislabels, foreign
-    batches), left out of the clusters and of the class accuracies.
+    batches), left out of the clusters and of the class accuracies; atypical: (N,) bool, examples the
+    outlier decision flags: a cluster whose held-out misses are mostly such is a few atypical images
+    among hard ones, not a shortcut, and is no group.
 
     A cluster is a group when it has ``min_group_size`` members, its held-out accuracy is at least
     ``accuracy_gap`` below the rest of its class, the rest of its class is easy (held-out accuracy at
@@ -115,9 +118,10 @@ def shortcut_groups(oof_logits: np.ndarray, labels: np.ndarray, classes: list[st
             rest = float(correct[members[~inside]].mean()) if (~inside).any() else acc
             gap[rows] = max(rest - acc, 0.0)
             learnable = insample_probs is None or float(fitted[rows].mean()) - acc >= accuracy_gap
+            missed = np.flatnonzero(inside & ~correct[members])
+            explained = atypical is not None and len(missed) > 0 and atypical[members[missed]].mean() >= 0.5
             if (len(rows) >= min_group_size and rest - acc >= accuracy_gap and rest >= 1 - accuracy_gap and learnable
-                    and _rare_misses(correct[rows], correct[members[~inside]], alpha / tests)):
-                missed = np.flatnonzero(inside & ~correct[members])
+                    and not explained and _rare_misses(correct[rows], correct[members[~inside]], alpha / tests)):
                 worst = members[missed[np.argsort(p_label[missed])][:20]]
                 groups.append(ShortcutGroup(classes[c], g, len(rows), acc, rest, [ids[i] for i in worst]))
                 members_of.append(rows)

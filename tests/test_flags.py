@@ -268,6 +268,20 @@ def test_a_shortfall_the_size_of_chance_among_many_clusters_is_not_a_shortcut():
     assert [(g.label, g.size, g.heldout_accuracy) for g in groups] == [("0", 10, 0.6)]
 
 
+def test_a_cluster_whose_misses_are_mostly_outliers_is_no_shortcut_group():
+    """Atypical images among hard ones (foreign images labelled like a class) are outliers, not a shortcut."""
+    z, labels, classes = _logits_with_two_minorities()
+    ids = [str(i) for i in range(len(labels))]
+    missed = np.flatnonzero((labels == 2) & (z.argmax(axis=1) != 2))          # the minority's misses
+    atypical = np.zeros(len(labels), bool)
+    half = (len(missed) + 1) // 2
+    groups = lambda: shortcut_groups(z, labels, classes, ids, atypical=atypical, clusters_per_class=2).groups  # noqa: E731
+    atypical[missed[:half - 1]] = True                    # fewer than half of the misses: still a group
+    assert [g.label for g in groups()] == ["2"]
+    atypical[missed[:half]] = True                        # half of them: explained by the outlier decision
+    assert groups() == []
+
+
 def test_a_metadata_column_that_predicts_the_label_is_a_warning():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 2000)
