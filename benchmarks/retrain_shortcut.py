@@ -146,6 +146,7 @@ def main() -> None:
     for seed in seeds:
         seed_config = replace(config, seed=seed)
         root = args.root / f"seed{seed}"
+        shutil.rmtree(root / "run", ignore_errors=True)           # a re-run scores the newly built data again
         folders = build(root / "data", args.n, args.n_val, args.n_test, args.majority, seed)
         t0 = time.perf_counter()
         run = curator.score(folders["train"], out=root / "run", scorers="learning_speed", seed=seed,
