@@ -24,7 +24,10 @@ COLUMNS = ("worst-group, true-group selection", "worst-group, inferred-group sel
 
 def read_table(path: Path) -> tuple[str, dict[str, list[float | None]]]:
     """(the file's command line, method -> the six figures of its row) of a one-seed results file."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SystemExit(f"{path}: cannot be read ({error.strerror})") from None
     command = re.search(r"Command: `([^`]*)`", text)
     rows = {}
     for line in text.splitlines():
