@@ -13,10 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from publish import publish  # noqa: E402
+from publish import mean_std, publish  # noqa: E402
 
 COLUMNS = ("worst-group, true-group selection", "worst-group, inferred-group selection", "average, true",
            "average, inferred", "conflicting groups (true)", "aligned groups (true)")
@@ -45,10 +43,8 @@ def read_table(path: Path) -> tuple[str, dict[str, list[float | None]]]:
 
 
 def cell(values: list[float | None]) -> str:
-    known = np.array([v for v in values if v is not None], dtype=float)
-    if not len(known):
-        return ""
-    return f"{known.mean():.3f} ± {known.std():.3f}" if len(known) > 1 else f"{known.mean():.3f}"
+    known = [v for v in values if v is not None]
+    return mean_std(known) if known else ""
 
 
 def main() -> None:

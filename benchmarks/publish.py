@@ -1,9 +1,18 @@
-"""Where every benchmark's Markdown table goes: its results file, and the terminal."""
+"""Where every benchmark's Markdown table goes: its results file, and the terminal; and the cell format
+of a figure over seeds."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+import numpy as np
+
+
+def mean_std(values) -> str:
+    """"0.586 ± 0.007" over several values, "0.586" for one."""
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
 def code_version() -> str:

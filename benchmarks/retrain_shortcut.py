@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import curator  # noqa: E402
 from curator.retrain import RetrainConfig, Retrainer  # noqa: E402
-from publish import publish  # noqa: E402
+from publish import mean_std, publish  # noqa: E402
 from realdata import FASHION_CLASSES, load_fashion_mnist, write_image_folder  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -102,11 +102,6 @@ def summary(selection: dict) -> dict:
             "conflicting": float(np.mean([g["accuracy"] for k, g in groups.items() if k.endswith("conflicting")])),
             "aligned": float(np.mean([g["accuracy"] for k, g in groups.items() if k.endswith("aligned")])),
             "val": (selection["val"] or {}).get("worst_group_accuracy"), "selected": selection["selected"]}
-
-
-def mean_std(values: list[float]) -> str:
-    values = np.asarray(values, dtype=float)
-    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
 
 def main() -> None:
