@@ -7,7 +7,10 @@ thread) into ``RUNS/<scenario>/``; later calls reuse a finished run and re-run o
 saved columns and artifacts (``--rescore`` trains again). Per scenario: mislabel, outlier and spurious
 precision / recall / F1, cleanlab's ``find_label_issues``, the suspected shortcut groups, and the
 precision of the first 500 rows of the review queue (a row is right when its example has the issue
-the row names).
+the row names). Where a shortcut was planted, a second table says how far any single signal could
+go: the share of bias-conflicting examples the held-out proxies get right (a held-out miss is what a
+shortcut group flags), and the best precision at recall 0.7 of any scorer column, or of the held-out
+loss, ranked with the truth in hand.
 
     .venv/bin/python benchmarks/flagbench.py [--scenarios tuned|held-out|all|a,b] [--runs runs/flagbench]
         [--rescore] [--out benchmarks/results/flags.md]
@@ -36,6 +39,7 @@ from publish import publish  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 ISSUES = ("mislabeled", "outlier", "spurious")
 QUEUE_TOP = 500
+TARGET_RECALL = 0.7
 
 
 def prf(truth: np.ndarray, flagged: np.ndarray) -> tuple[float, float, float]:
@@ -139,6 +143,30 @@ def evaluate(name: str, scores: pd.DataFrame, flags, truth: dict, oof_probs: np.
     return row
 
 
+def precision_at_recall(truth: np.ndarray, score: np.ndarray, recall: float = TARGET_RECALL) -> float:
+    """Precision of the fewest highest-scored examples that hold ``recall`` of ``truth``."""
+    hits = np.cumsum(truth[np.argsort(-score, kind="stable")])
+    at = int(np.searchsorted(hits, recall * truth.sum()))
+    return float(hits[at] / (at + 1))
+
+
+def spurious_ceiling(name: str, scores: pd.DataFrame, truth: dict, oof_probs: np.ndarray, labels: np.ndarray) -> str:
+    """A row of the ceiling table: how separable the planted shortcut's bias-conflicting examples are."""
+    conflicting = truth["spurious"]
+    p_label = np.asarray(oof_probs)[np.arange(len(labels)), labels]
+    signals = {c: scores[c].to_numpy(np.float64) for c in scores.columns if c.startswith("score_")}
+    signals["held-out loss"] = -np.log(np.clip(p_label, 1e-12, None))
+    best = {c: precision_at_recall(conflicting, np.nan_to_num(v, nan=-np.inf)) for c, v in signals.items()}
+    top = max(best, key=best.get)
+    right = float((np.asarray(oof_probs).argmax(1) == labels)[conflicting].mean())
+    return (f"| {name} | {int(conflicting.sum())} | {right:.2f} | {top.removeprefix('score_')} | {best[top]:.3f} | "
+            f"{best['held-out loss']:.3f} |")
+
+
+CEILING_HEADER = ("| scenario | conflicting | held-out proxies right on them | best signal | its precision at recall "
+                  f"{TARGET_RECALL} | held-out loss's |\n|---|---:|---:|---|---:|---:|")
+
+
 def fmt_row(r: dict) -> str:
     cell = lambda t: f"{t[1]} / {t[0]}: {t[2]:.3f} / {t[3]:.3f} / **{t[4]:.3f}**" if t[0] else (  # noqa: E731
         f"{t[1]} flagged" if t[1] else "0")
@@ -164,7 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     names = {"tuned": TUNED, "held-out": HELD_OUT, "all": TUNED + HELD_OUT}.get(args.scenarios,
                                                                             tuple(args.scenarios.split(",")))
-    lines = []
+    lines, ceiling = [], []
     for group, members in (("tuned", [n for n in names if n in TUNED]), ("held out", [n for n in names if n not in TUNED])):
         if not members:
             continue
@@ -178,6 +206,12 @@ def main() -> None:
             r = evaluate(name, scores, flags, truth, inputs["oof_probs"], inputs["labels"])
             lines.append(fmt_row(r))
             print(lines[-1], f"(flag stage {seconds:.1f}s)", flush=True)
+            if truth["spurious"].any():
+                ceiling.append(spurious_ceiling(name, scores, truth, inputs["oof_probs"], inputs["labels"]))
+    if ceiling:
+        lines += ["\n**planted shortcuts: how far a single signal could go** (thresholded with the truth in hand)\n",
+                  CEILING_HEADER, *ceiling]
+        print("\n".join(lines[-len(ceiling) - 2:]))
     if args.out:
         publish(args.out, "## Flag benchmark\n\nCommand: `.venv/bin/python benchmarks/flagbench.py --scenarios "
                 f"{args.scenarios}`\n" + "\n".join(lines) + "\n")
