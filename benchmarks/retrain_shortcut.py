@@ -9,7 +9,9 @@ spot, so 90% of them point at a wrong class. Groups: class x aligned/conflicting
 Per seed: new data, one `curator score` run over the training set (its cross-fitted proxies give MAT's held-out
 logits; ``mat-xrm`` trains XRM twins instead), then every method with the same final model and budget. Each
 training is selected twice: on worst-group validation accuracy with the true groups, and with inferred groups
-(class x held-out-correct; held out: the proxies, or the twins for ``mat-xrm``). MAT's τ and floor are chosen
+(class x held-out-correct; held out: the proxies, or the twins for ``mat-xrm``). ``mat-oracle`` is MAT with the
+held-out logits of the patch itself (it knows each training image's patch: the most biased held-out model there
+can be, so it bounds what any held-out model could give MAT with this final model). MAT's τ and floor are chosen
 on the first seed's validation set (under each criterion) and reused for the other seeds, as the MAT paper's
 code does. ``no-shortcut`` is ERM on the same images with the patch at a random spot in training too: what this
 model and budget reach when there is no shortcut to unlearn. One torch thread. Writes
@@ -42,6 +44,7 @@ RESULTS = Path(__file__).parent / "results"
 SPOTS = [(r, c) for r in (1, 24) for c in (1, 7, 13, 19, 24)]      # top-left corner of each class's patch
 SELECTIONS = {"worst-group": "true groups", "worst-group-inferred": "inferred groups"}
 LABELS = {"mat": "mat (held-out: the run's proxies)", "mat-xrm": "mat (held-out: XRM twins)",
+          "mat-oracle": "mat (held-out: the patch, an oracle)",
           "groupdro": "groupdro (oracle: true groups)", "no-shortcut": "erm without the shortcut (reference)"}
 
 
@@ -80,11 +83,21 @@ def build(root: Path, n: int, n_val: int, n_test: int, majority: float, seed: in
         folder = root / split
         names = [f"{i:05d}" for i in range(len(y))]
         paths = write_image_folder(folder / "images", x, y, FASHION_CLASSES, names)
+        if split == "train":
+            np.save(root / "train-spots.npy", spots)            # beside the folders: for the mat-oracle method
         groups = [f"{FASHION_CLASSES[a]}|{'aligned' if s == a else 'conflicting'}" for a, s in zip(y, spots)]
         pd.DataFrame({"path": [f"images/{p}" for p in paths], "label": [FASHION_CLASSES[a] for a in y],
                       "group": groups}).to_csv(folder / "manifest.csv", index=False)
         folders[split] = folder
     return folders
+
+
+def patch_logits(data: Path, classes: list[str]) -> np.ndarray:
+    """(N, C) held-out logits of the patch alone for the training set, rows in its manifest's order, columns
+    in ``classes`` order: a large logit for the class whose spot holds the image's patch."""
+    spots = np.load(data / "train-spots.npy")
+    column = np.array([classes.index(FASHION_CLASSES[s]) for s in range(len(SPOTS))])
+    return (20.0 * np.eye(len(classes), dtype=np.float32))[column[spots]]
 
 
 def holdout_quality(trainer: Retrainer) -> dict:
@@ -119,7 +132,8 @@ def main() -> None:
     parser.add_argument("--upweight", default="10", help="JTT λ grid, comma-separated")
     parser.add_argument("--holdout-epochs", type=int, default=12, help="epochs of the XRM twins")
     parser.add_argument("--methods", default="erm,jtt,mat,mat-xrm,groupdro,no-shortcut",
-                        help="mat-xrm: MAT with held-out logits from XRM twins instead of the run's proxies")
+                        help="mat-xrm: MAT with held-out logits from XRM twins instead of the run's proxies; "
+                             "mat-oracle: MAT with the patch as its held-out model (a bound; not in the default)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--root", type=Path, default=Path("runs/bench-retrain/shortcut"))
@@ -154,13 +168,14 @@ def main() -> None:
         def trainer(holdout: str, train: str = "train") -> Retrainer:
             key = f"{holdout}/{train}"
             if key not in trainers:
+                given = patch_logits(root / "data", run.classes) if holdout == "oracle" else None
                 trainers[key] = Retrainer(folders[train], run=run if train == "train" else None, val=folders["val"],
-                                          eval=folders["test"], config=replace(seed_config, holdout=holdout),
-                                          device=args.device, log=say)
+                                          eval=folders["test"], device=args.device, log=say, holdout_logits=given,
+                                          config=replace(seed_config, holdout="xrm" if holdout == "xrm" else "proxies"))
             return trainers[key]
 
         for method in methods:
-            holdout = "xrm" if method == "mat-xrm" else "proxies"
+            holdout = {"mat-xrm": "xrm", "mat-oracle": "oracle"}.get(method, "proxies")
             base = "mat" if method.startswith("mat") else "erm" if method == "no-shortcut" else method
             t = trainer(holdout, "train-no-shortcut" if method == "no-shortcut" else "train")
             if base != "mat":

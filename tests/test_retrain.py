@@ -16,6 +16,7 @@ import curator
 from curator.cli import main
 from conftest import assert_clean_failure  # noqa: E402
 from curator.data import load_dataset
+from curator.errors import ConfigError
 from curator.engine.inputs import InputBank
 from curator.retrain import RetrainConfig, Retrainer, accuracy_report, load_model, predict_logits
 from curator.retrain.models import FinalModelSpec, build_final_model
@@ -309,3 +310,17 @@ def test_a_non_empty_out_folder_is_refused_and_untouched(tmp_path, noisy_digits)
     result = CliRunner().invoke(main, ["retrain", str(noisy_digits[0]), "--method", "erm", "--out", str(out)])
     assert result.exit_code != 0 and "--out" in result.output.strip().splitlines()[-1]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_mat_shifts_by_held_out_logits_given_from_elsewhere(grouped_digits):
+    data = Retrainer(grouped_digits, config=RetrainConfig(epochs=1, val_fraction=0.25), device="cpu").data
+    labels, c = data.labels, len(data.classes)
+    wrong_half = np.arange(len(labels)) % 2 == 1
+    given = 10.0 * np.eye(c, dtype=np.float32)[np.where(wrong_half, (labels + 1) % c, labels)]
+    trainer = Retrainer(grouped_digits, config=RetrainConfig(epochs=1, val_fraction=0.25), device="cpu",
+                        holdout_logits=given)
+    result = trainer.train("mat")
+    assert result.info["holdout_accuracy"] == 0.5
+    assert "worst-group-inferred" in result.selections          # validation groups inferred from the given logits
+    with pytest.raises(ConfigError, match=rf"holdout_logits: shape \(400, {c - 1}\)"):
+        Retrainer(grouped_digits, config=RetrainConfig(epochs=1), device="cpu", holdout_logits=given[:, 1:])

@@ -62,11 +62,14 @@ class Retrainer:
     dataset/eval/val: paths (any layout curator reads) or :class:`Examples`. run: a finished
     ``curator score`` run over DATASET (path or :class:`Run`); rows are matched by example id.
     Without ``val``, ``config.val_fraction`` of DATASET (stratified by label) is held out for validation.
+    holdout_logits: (N, C) held-out logits for MAT in DATASET's row order, from a model trained
+    elsewhere, instead of the run's proxies or XRM twins (a separate validation set still takes its
+    inferred groups from those).
     """
 
     def __init__(self, dataset, *, run=None, eval=None, val=None, applied_reviews=None,
                  config: RetrainConfig = RetrainConfig(), device: str = "auto", loader: DatasetSettings | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, holdout_logits: np.ndarray | None = None):
         self.config = config
         self.device = select_device(device)
         self.say = log or (lambda msg: None)
@@ -97,6 +100,12 @@ class Retrainer:
         self.train_groups = group_column(self.data)
         n = len(self.data)
         self._holdout: np.ndarray | None = None
+        if holdout_logits is not None:
+            given = np.asarray(holdout_logits, dtype=np.float32)
+            if given.shape != (n, len(self.classes)):
+                raise ConfigError(f"holdout_logits: shape {given.shape}, expected (examples, classes) = "
+                                  f"({n}, {len(self.classes)}) of DATASET")
+            self._holdout = given
         self._twins: list[nn.Module] | None = None
         self._run_rows: np.ndarray | None = None
 
@@ -152,8 +161,9 @@ class Retrainer:
         return self._run_rows
 
     def holdout_logits(self) -> np.ndarray:
-        """(N, C) held-out logits for every example of DATASET: the run's cross-fitted proxies
-        (``artifacts/oof_logits.npy``) or, with ``holdout="xrm"``, two XRM twins trained here."""
+        """(N, C) held-out logits for every example of DATASET: the ones given to the constructor, the
+        run's cross-fitted proxies (``artifacts/oof_logits.npy``) or, with ``holdout="xrm"``, two XRM
+        twins trained here."""
         if self._holdout is None:
             cfg = self.config
             if cfg.holdout == "xrm":
@@ -198,14 +208,16 @@ class Retrainer:
 
     def _infer_val_groups(self) -> None:
         """Fill in the validation set's inferred groups (class × held-out-correct) from the configured held-out
-        source: the run's proxies (none without a run) or the XRM twins (trained here once)."""
+        source: the given held-out logits when validation was carved from DATASET, else the run's proxies
+        (none without a run) or the XRM twins (trained here once)."""
         val = self.val
         if val is None or val.inferred is not None or self.config.selection == "last":
             return
-        if self.config.holdout == "proxies" and self.run is None:
+        carved = val.bank is self.bank
+        if self.config.holdout == "proxies" and self.run is None and not (carved and self._holdout is not None):
             return
         holdout = self.holdout_logits()
-        if val.bank is self.bank:                    # carved from DATASET: the held-out logits cover it
+        if carved:                                   # carved from DATASET: the held-out logits cover it
             logits = holdout[val.rows]
         else:
             probs = sum(torch.softmax(torch.from_numpy(predict_logits(m, val.bank, val.rows, device=self.device)), 1)
