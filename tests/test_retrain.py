@@ -320,7 +320,7 @@ def test_mat_shifts_by_held_out_logits_given_from_elsewhere(grouped_digits):
     trainer = Retrainer(grouped_digits, config=RetrainConfig(epochs=1, val_fraction=0.25), device="cpu",
                         holdout_logits=given)
     result = trainer.train("mat")
-    assert result.info["holdout_accuracy"] == 0.5
+    assert result.info["holdout"] == "given" and result.info["holdout_accuracy"] == 0.5
     assert "worst-group-inferred" in result.selections          # validation groups inferred from the given logits
     with pytest.raises(ConfigError, match=rf"holdout_logits: shape \(400, {c - 1}\)"):
         Retrainer(grouped_digits, config=RetrainConfig(epochs=1), device="cpu", holdout_logits=given[:, 1:])

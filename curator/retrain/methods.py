@@ -100,6 +100,7 @@ class Retrainer:
         self.train_groups = group_column(self.data)
         n = len(self.data)
         self._holdout: np.ndarray | None = None
+        self._holdout_given = holdout_logits is not None
         if holdout_logits is not None:
             given = np.asarray(holdout_logits, dtype=np.float32)
             if given.shape != (n, len(self.classes)):
@@ -358,7 +359,7 @@ class Retrainer:
         rows, labels, extra, info = self.plan(method)
         if method == "mat":
             holdout = self.holdout_logits()
-            info["holdout"] = cfg.holdout
+            info["holdout"] = "given" if self._holdout_given else cfg.holdout
             info["holdout_accuracy"] = round(float((holdout.argmax(1) == self.data.labels).mean()), 4)
         self._infer_val_groups()
         select = self._selector()
