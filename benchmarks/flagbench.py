@@ -153,12 +153,13 @@ def precision_at_recall(truth: np.ndarray, score: np.ndarray, recall: float = TA
 def spurious_ceiling(name: str, scores: pd.DataFrame, truth: dict, oof_probs: np.ndarray, labels: np.ndarray) -> str:
     """A row of the ceiling table: how separable the planted shortcut's bias-conflicting examples are."""
     conflicting = truth["spurious"]
-    p_label = np.asarray(oof_probs)[np.arange(len(labels)), labels]
+    probs = np.asarray(oof_probs)
+    p_label = probs[np.arange(len(labels)), labels]
     signals = {c: scores[c].to_numpy(np.float64) for c in scores.columns if c.startswith("score_")}
     signals["held-out loss"] = -np.log(np.clip(p_label, 1e-12, None))
     best = {c: precision_at_recall(conflicting, np.nan_to_num(v, nan=-np.inf)) for c, v in signals.items()}
     top = max(best, key=best.get)
-    right = float((np.asarray(oof_probs).argmax(1) == labels)[conflicting].mean())
+    right = float((probs.argmax(1) == labels)[conflicting].mean())
     return (f"| {name} | {int(conflicting.sum())} | {right:.2f} | {top.removeprefix('score_')} | {best[top]:.3f} | "
             f"{best['held-out loss']:.3f} |")
 

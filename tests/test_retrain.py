@@ -313,7 +313,7 @@ def test_a_non_empty_out_folder_is_refused_and_untouched(tmp_path, noisy_digits)
 
 
 def test_mat_shifts_by_held_out_logits_given_from_elsewhere(grouped_digits):
-    data = Retrainer(grouped_digits, config=RetrainConfig(epochs=1, val_fraction=0.25), device="cpu").data
+    data = load_dataset(grouped_digits)
     labels, c = data.labels, len(data.classes)
     wrong_half = np.arange(len(labels)) % 2 == 1
     given = 10.0 * np.eye(c, dtype=np.float32)[np.where(wrong_half, (labels + 1) % c, labels)]

@@ -215,7 +215,7 @@ class Retrainer:
         if val is None or val.inferred is not None or self.config.selection == "last":
             return
         carved = val.bank is self.bank
-        if self.config.holdout == "proxies" and self.run is None and not (carved and self._holdout is not None):
+        if self.config.holdout == "proxies" and self.run is None and not (carved and self._holdout_given):
             return
         holdout = self.holdout_logits()
         if carved:                                   # carved from DATASET: the held-out logits cover it
